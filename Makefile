@@ -1,0 +1,57 @@
+# The README's commands. Every target sets up what it needs first (a venv, torch, the build),
+# and re-running is cheap when nothing changed.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+# check-cuda: a CUDA build of torch to compile csrc/cuda against (no GPU needed to compile).
+CUDA_VENV ?= .venv-cuda
+CUDA_TORCH_SPEC ?= torch==2.14.1
+CUDA_ARCHS ?= 9.0
+CUDA_HOME ?= $(firstword $(wildcard /usr/local/cuda) $(patsubst %/bin/nvcc,%,$(shell command -v nvcc 2>/dev/null)))
+CUDA_CHECK_DIR ?= build/cuda-check
+
+PY := $(VENV)/bin/python
+SOURCES := setup.py pyproject.toml $(shell find csrc -type f 2>/dev/null)
+
+.PHONY: run test bench check-cuda lint clean
+
+# A venv with torch, the build tools (--no-build-isolation uses the venv's own), then our package.
+# $(1): venv dir, $(2): torch spec.
+define make_venv
+	test -x $(1)/bin/python || $(PYTHON) -m venv $(1)
+	$(1)/bin/python -c "import torch" 2>/dev/null || $(1)/bin/pip install "$(2)"
+	$(1)/bin/pip install -q setuptools wheel ninja
+endef
+
+$(VENV)/.installed: $(SOURCES)
+	$(call make_venv,$(VENV),$(TORCH_SPEC))
+	$(VENV)/bin/pip install --no-build-isolation -e '.[dev]'
+	touch $@
+
+run: $(VENV)/.installed
+	$(PY) -m cnnrepro.demo
+
+test: $(VENV)/.installed
+	$(PY) -m pytest
+
+bench: $(VENV)/.installed
+	$(PY) -m pytest benchmarks --benchmark-only --benchmark-group-by=group --benchmark-columns=median,iqr,rounds
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+# Build the CUDA kernels against a CUDA build of torch (in a copy of the tree, so the CPU
+# build's in-place _C stays), check build_info() says CUDA, and run the tests with that build.
+check-cuda:
+	$(call make_venv,$(CUDA_VENV),$(CUDA_TORCH_SPEC))
+	mkdir -p $(CUDA_CHECK_DIR)
+	rm -rf $(CUDA_CHECK_DIR)/cnnrepro $(CUDA_CHECK_DIR)/csrc $(CUDA_CHECK_DIR)/tests
+	git ls-files -co --exclude-standard -z | tar --null -cf - -T - | tar -xf - -C $(CUDA_CHECK_DIR)
+	cd $(CUDA_CHECK_DIR) && CUDA_HOME=$(CUDA_HOME) FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="$(CUDA_ARCHS)" \
+		$(abspath $(CUDA_VENV))/bin/pip install --no-build-isolation -e '.[dev]'
+	cd $(CUDA_CHECK_DIR) && $(abspath $(CUDA_VENV))/bin/python -c \
+		"import cnnrepro; i = cnnrepro.build_info(); print(i); assert i['with_cuda'] and i['torch_matches'], i"
+	cd $(CUDA_CHECK_DIR) && $(abspath $(CUDA_VENV))/bin/python -m pytest -q
+
+clean:
+	rm -rf build *.egg-info cnnrepro/_C*.so $(VENV)/.installed

@@ -1,0 +1,34 @@
+// Every op schema of the cnnrepro library, in one place, and the Python module that loads them.
+#include <torch/extension.h>
+#include <torch/library.h>
+
+#include "cnnrepro_build_config.h"
+
+TORCH_LIBRARY(cnnrepro, m) {
+  // Local response normalization across channels, exactly F.local_response_norm.
+  m.def("lrn(Tensor input, int size, float alpha, float beta, float k) -> Tensor");
+  m.def("lrn_backward(Tensor grad_output, Tensor input, int size, float alpha, float beta, float k) -> Tensor");
+}
+
+namespace {
+
+// What this _C was compiled with; cnnrepro.build_info() adds the runtime's view.
+pybind11::dict build_info() {
+  pybind11::dict info;
+  info["torch_version"] = CNNREPRO_BUILD_TORCH_VERSION;
+  info["with_cuda"] = static_cast<bool>(CNNREPRO_BUILD_WITH_CUDA);
+  info["cuda_version"] = CNNREPRO_BUILD_CUDA_VERSION;
+  info["cuda_arch_list"] = CNNREPRO_BUILD_ARCH_LIST;
+  info["compiler"] = CNNREPRO_BUILD_COMPILER;
+  info["platform"] = CNNREPRO_BUILD_PLATFORM;
+  info["build_type"] = CNNREPRO_BUILD_TYPE;
+  info["cpu_flags"] = CNNREPRO_BUILD_CPU_FLAGS;
+  return info;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "cnnrepro's compiled ops; importing this module registers torch.ops.cnnrepro.*";
+  m.def("build_info", &build_info, "What this extension was built with");
+}
