@@ -8,6 +8,15 @@ TORCH_LIBRARY(cnnrepro, m) {
   // Local response normalization across channels, exactly F.local_response_norm.
   m.def("lrn(Tensor input, int size, float alpha, float beta, float k) -> Tensor");
   m.def("lrn_backward(Tensor grad_output, Tensor input, int size, float alpha, float beta, float k) -> Tensor");
+
+  // 2-D max pooling returning (values, argmax flat within the H*W plane), exactly
+  // F.max_pool2d(..., return_indices=True); an empty stride means stride = kernel_size.
+  m.def(
+      "max_pool2d_with_argmax(Tensor input, int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, "
+      "bool ceil_mode) -> (Tensor, Tensor)");
+  m.def(
+      "max_pool2d_with_argmax_backward(Tensor grad_output, Tensor indices, SymInt[] input_size, int[2] kernel_size, "
+      "int[2] stride, int[2] padding, int[2] dilation, bool ceil_mode) -> Tensor");
 }
 
 namespace {

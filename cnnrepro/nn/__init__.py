@@ -1,5 +1,6 @@
 """Drop-in modules for torch.nn's, each with ``backend="custom"|"native"``."""
 
 from cnnrepro.nn.lrn import LocalResponseNorm
+from cnnrepro.nn.max_pool import MaxPool2d
 
-__all__ = ["LocalResponseNorm"]
+__all__ = ["LocalResponseNorm", "MaxPool2d"]

@@ -5,5 +5,6 @@
 
 from cnnrepro.ops import reference
 from cnnrepro.ops.lrn import lrn, lrn_backward
+from cnnrepro.ops.max_pool import max_pool2d_with_argmax, max_pool2d_with_argmax_backward
 
-__all__ = ["lrn", "lrn_backward", "reference"]
+__all__ = ["lrn", "lrn_backward", "max_pool2d_with_argmax", "max_pool2d_with_argmax_backward", "reference"]

@@ -39,3 +39,48 @@ def lrn_backward(
     ratio = grad_output * x / scale ** (beta + 1)
     collected = _window_sum_over_channels(ratio, (size - 1) // 2, size // 2)
     return grad_output / scale**beta - 2 * alpha * beta / size * x * collected
+
+
+def _pooled_size(size: int, kernel: int, stride: int, pad: int, dilation: int, ceil_mode: bool) -> int:
+    span = size + 2 * pad - dilation * (kernel - 1) - 1
+    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + pad:
+        out -= 1  # the last window may not start in the right padding
+    return out
+
+
+def max_pool2d_with_argmax(x, kernel_size, stride, padding, dilation, ceil_mode=False):
+    """(values, flat H*W indices) by scanning each window in row-major order.
+
+    A tap replaces the running maximum when it is greater or NaN; padding taps are skipped
+    (they act as -inf); an all-(-inf) window reports its first in-bounds tap.
+    """
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
+    *lead, height, width = x.shape
+    out_h = _pooled_size(height, kh, sh, ph, dh, ceil_mode)
+    out_w = _pooled_size(width, kw, sw, pw, dw, ceil_mode)
+    planes = x.reshape(-1, height, width)
+    values = torch.empty(planes.shape[0], out_h, out_w, dtype=x.dtype)
+    indices = torch.empty(planes.shape[0], out_h, out_w, dtype=torch.int64)
+    for p, plane in enumerate(planes.tolist()):
+        for oh in range(out_h):
+            for ow in range(out_w):
+                rows = [h for h in range(oh * sh - ph, oh * sh - ph + kh * dh, dh) if 0 <= h < height]
+                cols = [w for w in range(ow * sw - pw, ow * sw - pw + kw * dw, dw) if 0 <= w < width]
+                best, best_value = rows[0] * width + cols[0], float("-inf")
+                for h in rows:
+                    for w in cols:
+                        value = plane[h][w]
+                        if value > best_value or value != value:
+                            best, best_value = h * width + w, value
+                values[p, oh, ow], indices[p, oh, ow] = best_value, best
+    shape = (*lead, out_h, out_w)
+    return values.reshape(shape).to(x.device), indices.reshape(shape).to(x.device)
+
+
+def max_pool2d_with_argmax_backward(grad_output, indices, input_size):
+    """Sum each output gradient into the input position its index names."""
+    *lead, height, width = input_size
+    flat = torch.zeros(*lead, height * width, dtype=grad_output.dtype, device=grad_output.device)
+    flat.scatter_add_(-1, indices.flatten(-2), grad_output.flatten(-2))
+    return flat.view(*lead, height, width)

@@ -12,9 +12,13 @@
 #include <vector>
 
 #include "../lrn.h"
+#include "blocks.h"
 
 namespace cnnrepro::lrn {
 namespace {
+
+using cpu::for_each_block;
+using cpu::kLanes;
 
 constexpr int64_t kTile = 128;  // spatial positions per tile
 
@@ -25,17 +29,6 @@ struct Block {
   int64_t cstride;
   T* row(int64_t c) const { return data + c * cstride; }
 };
-
-constexpr int kLanes = 16;  // positions kept in registers at once
-
-// Calls body(t0, width) over [0, T) in blocks of kLanes positions; full blocks get the width as
-// a compile-time constant, so their fixed-length inner loops become straight vector code.
-template <typename Body>
-inline void for_each_block(int64_t T, Body&& body) {
-  int64_t t0 = 0;
-  for (; t0 + kLanes <= T; t0 += kLanes) body(t0, std::integral_constant<int, kLanes>{});
-  if (t0 < T) body(t0, static_cast<int>(T - t0));
-}
 
 // sum[u] = sum over the channels [first, last] of rows[j][t0 + u]^2, in order of j.
 template <typename scalar_t, typename acc_t, typename Width>

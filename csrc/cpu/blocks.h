@@ -1,0 +1,21 @@
+// Fixed-width blocks for CPU inner loops: a loop over kLanes elements whose trip count is a
+// compile-time constant becomes straight vector code, with its accumulators in registers.
+#pragma once
+
+#include <cstdint>
+#include <type_traits>
+
+namespace cnnrepro::cpu {
+
+constexpr int kLanes = 16;
+
+// Calls body(start, width) over [0, n) in blocks of kLanes; full blocks get the width as a
+// compile-time constant, the tail block as a plain int.
+template <typename Body>
+inline void for_each_block(int64_t n, Body&& body) {
+  int64_t start = 0;
+  for (; start + kLanes <= n; start += kLanes) body(start, std::integral_constant<int, kLanes>{});
+  if (start < n) body(start, static_cast<int>(n - start));
+}
+
+}  // namespace cnnrepro::cpu
