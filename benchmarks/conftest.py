@@ -17,11 +17,13 @@ def pytest_terminal_summary(terminalreporter, config):
     rows = speedup_rows(session.benchmarks) if session else []
     if not rows:
         return
-    terminalreporter.section("custom vs native (medians; speedup = native / custom)")
+    terminalreporter.section(
+        "custom vs native (medians; speedup = native / custom; others: their time / custom's)"
+    )
     width = max(len(row[0]) for row in rows)
-    for group, native, custom, speedup, over_clone in rows:
-        floor = f"  custom/clone {over_clone:5.2f}" if over_clone else ""
+    for group, native, custom, speedup, others in rows:
+        extra = "".join(f"  {impl} {ratio:5.2f}" for impl, ratio in sorted(others.items()))
         terminalreporter.write_line(
             f"{group:<{width}}  native {native * 1e3:9.3f} ms  custom {custom * 1e3:9.3f} ms"
-            f"  speedup {speedup:5.2f}x{floor}"
+            f"  speedup {speedup:5.2f}x{extra}"
         )

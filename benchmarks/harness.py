@@ -27,7 +27,9 @@ def time_pair_member(benchmark, fn, *, group: str, impl: str, device: str):
 
 
 def speedup_rows(benchmarks):
-    """Per group timed both ways: (group, native median, custom median, speedup, custom/clone or None)."""
+    """Per group timed both ways: (group, native median, custom median, speedup, others), where
+    others maps every other implementation timed in the group (a clone, torch.compile...) to its
+    time relative to custom."""
     medians = {}
     for bench in benchmarks:
         impl = bench.extra_info.get("impl")
@@ -36,6 +38,8 @@ def speedup_rows(benchmarks):
     rows = []
     for group, pair in sorted(medians.items()):
         if {"native", "custom"} <= pair.keys():
-            over_clone = pair["custom"] / pair["clone"] if "clone" in pair else None
-            rows.append((group, pair["native"], pair["custom"], pair["native"] / pair["custom"], over_clone))
+            others = {
+                impl: t / pair["custom"] for impl, t in pair.items() if impl not in ("native", "custom")
+            }
+            rows.append((group, pair["native"], pair["custom"], pair["native"] / pair["custom"], others))
     return rows

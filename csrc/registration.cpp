@@ -17,6 +17,18 @@ TORCH_LIBRARY(cnnrepro, m) {
   m.def(
       "max_pool2d_with_argmax_backward(Tensor grad_output, Tensor indices, SymInt[] input_size, int[2] kernel_size, "
       "int[2] stride, int[2] padding, int[2] dilation, bool ceil_mode) -> Tensor");
+
+  // Training-mode conv + BatchNorm (batch statistics) + ReLU. Returns (output, conv_out, batch mean,
+  // biased batch var); the backward needs conv_out, mean and var, and recomputes the ReLU mask.
+  m.def(
+      "conv_bn_relu_train(Tensor input, Tensor weight, Tensor? bias, Tensor? bn_weight, Tensor? bn_bias, "
+      "int[2] stride, int[2] padding, int[2] dilation, int groups, float eps) -> (Tensor, Tensor, Tensor, Tensor)");
+  // Returns (grad_input, grad_weight, grad_bias, grad_bn_weight, grad_bn_bias); the first three
+  // are empty where output_mask (input, weight, conv bias) says they are not needed.
+  m.def(
+      "conv_bn_relu_train_backward(Tensor grad_output, Tensor input, Tensor weight, Tensor conv_out, Tensor mean, "
+      "Tensor var, Tensor? bn_weight, Tensor? bn_bias, int[2] stride, int[2] padding, int[2] dilation, int groups, "
+      "float eps, bool[3] output_mask) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 
 namespace {

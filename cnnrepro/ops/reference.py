@@ -84,3 +84,18 @@ def max_pool2d_with_argmax_backward(grad_output, indices, input_size):
     flat = torch.zeros(*lead, height * width, dtype=grad_output.dtype, device=grad_output.device)
     flat.scatter_add_(-1, indices.flatten(-2), grad_output.flatten(-2))
     return flat.view(*lead, height, width)
+
+
+def conv_bn_relu_train(x, weight, bias, bn_weight, bn_bias, stride, padding, dilation, groups, eps):
+    """(output, batch mean, biased batch var): convolution, then BatchNorm with the batch's own
+    statistics written out as sums over (N, H, W), then max(0, .)."""
+    z = torch.nn.functional.conv2d(x, weight, bias, stride, padding, dilation, groups)
+    count = z.numel() // z.shape[1]
+    mean = z.sum(dim=(0, 2, 3)) / count
+    var = ((z - mean.view(1, -1, 1, 1)) ** 2).sum(dim=(0, 2, 3)) / count
+    x_hat = (z - mean.view(1, -1, 1, 1)) / torch.sqrt(var.view(1, -1, 1, 1) + eps)
+    if bn_weight is not None:
+        x_hat = x_hat * bn_weight.view(1, -1, 1, 1)
+    if bn_bias is not None:
+        x_hat = x_hat + bn_bias.view(1, -1, 1, 1)
+    return torch.where(x_hat < 0, torch.zeros_like(x_hat), x_hat), mean, var

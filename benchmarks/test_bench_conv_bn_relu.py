@@ -1,0 +1,81 @@
+"""Conv-BN-ReLU, the fused ConvBNReLU2d against nn.Sequential(Conv2d, BatchNorm2d, ReLU) eager, at
+ResNet-18 (64x56x56) and CIFAR-ResNet (16x32x32) shapes, 3x3, batch 32, float32, both layouts:
+a training step (forward + backward) and inference. torch.compile of the Sequential is timed as a
+second reference where it works, and so is inference through torch.nn.utils.fusion.fuse_conv_bn_eval."""
+
+import copy
+
+import pytest
+import torch
+from harness import time_pair_member
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from cnnrepro import nn
+
+CASES = {"resnet18-layer1": (64, 56), "cifar-resnet-stage1": (16, 32)}
+LAYOUTS = ["contiguous", "channels_last"]
+
+
+def blocks(case, layout, device):
+    """(input, {impl: block}) with identical weights."""
+    channels, size = CASES[case]
+    torch.manual_seed(0)
+    fused = nn.ConvBNReLU2d(channels, channels, 3, padding=1).to(device)
+    native = copy.deepcopy(fused)
+    native.backend = "native"
+    x = torch.randn(32, channels, size, size, device=device)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+        fused, native = (m.to(memory_format=torch.channels_last) for m in (fused, native))
+    return x, {"custom": fused, "native": native}
+
+
+def compiled(module):
+    try:
+        block = torch.compile(module)
+        block(torch.randn(2, module[0].in_channels, 8, 8, device=module[0].weight.device))
+        return block
+    except Exception as error:  # a missing compiler toolchain is not our benchmark's failure
+        pytest.skip(f"torch.compile unavailable here: {error}")
+
+
+@pytest.mark.parametrize("impl", ["custom", "native", "compiled"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("case", list(CASES))
+def test_training_step(benchmark, device, case, layout, impl):
+    x, impls = blocks(case, layout, device)
+    block = compiled(impls["native"]) if impl == "compiled" else impls[impl]
+    x.requires_grad_()
+    grad = torch.randn_like(block(x))
+
+    def step():
+        x.grad = None
+        for p in impls["native" if impl == "compiled" else impl].parameters():
+            p.grad = None
+        block(x).backward(grad)
+
+    time_pair_member(
+        benchmark, step, group=f"conv_bn_relu train {case} {layout} {device}", impl=impl, device=device
+    )
+
+
+@pytest.mark.parametrize("impl", ["custom", "native", "fuse_conv_bn_eval"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("case", list(CASES))
+def test_inference(benchmark, device, case, layout, impl):
+    x, impls = blocks(case, layout, device)
+    for block in impls.values():
+        block.eval()
+    if impl == "fuse_conv_bn_eval":
+        native = impls["native"]
+        block = torch.nn.Sequential(fuse_conv_bn_eval(native[0], native[1]), torch.nn.ReLU(inplace=True))
+    else:
+        block = impls[impl]
+    with torch.no_grad():
+        time_pair_member(
+            benchmark,
+            lambda: block(x),
+            group=f"conv_bn_relu eval {case} {layout} {device}",
+            impl=impl,
+            device=device,
+        )

@@ -1,0 +1,118 @@
+// Fused convolution + BatchNorm (batch statistics) + ReLU: the math and checks shared by the
+// CPU and CUDA kernels. The convolution itself is at::convolution / at::convolution_backward
+// (oneDNN, cuDNN); the fusion is around it.
+//
+// Training forward, with z = conv(x), per channel over M = N*H*W elements:
+//   mean = sum(z)/M, var = sum(z^2)/M - mean^2 (biased; accumulated in double for float inputs)
+//   y = relu(z * scale + shift), scale = gamma / sqrt(var + eps), shift = beta - mean * scale
+// Backward, with x_hat = (z - mean) * invstd and dv = dy * (y > 0), recomputed from z:
+//   dbeta = sum(dv), dgamma = sum(dv * x_hat)
+//   dz = gamma * invstd * (dv - dbeta / M - x_hat * dgamma / M), then the convolution's backward.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <c10/macros/Macros.h>
+#include <c10/util/Optional.h>
+
+#include <array>
+#include <cstdint>
+#include <tuple>
+
+#include "common.h"
+
+namespace cnnrepro::conv_bn_relu {
+
+struct ConvParams {
+  at::IntArrayRef stride, padding, dilation;
+  int64_t groups;
+};
+
+// The convolution's output seen as [N, C, S], in the layout oneDNN/cuDNN returned it.
+struct Geometry {
+  int64_t N, C, S;
+  bool channels_last;
+};
+
+inline Geometry geometry_of(const at::Tensor& z) {
+  const auto format = kernel_memory_format(z);
+  return {z.size(0), z.size(1), z.size(2) * z.size(3), is_channels_last(format)};
+}
+
+inline void check_per_channel(const c10::optional<at::Tensor>& t, int64_t channels, const at::Tensor& like,
+                              const char* op, const char* name) {
+  if (!t.has_value() || !t->defined()) return;
+  TORCH_CHECK(t->dim() == 1 && t->size(0) == channels, op, ": ", name, " must have shape [", channels,
+              "] (one value per output channel), got ", t->sizes());
+  check_same_device_dtype(*t, like, op, name, "input");
+}
+
+inline void check_args(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+                       const c10::optional<at::Tensor>& bn_weight, const c10::optional<at::Tensor>& bn_bias,
+                       const ConvParams& conv, double eps, const char* op) {
+  TORCH_CHECK(x.dim() == 4, op, ": expected a 4-D input (N, C, H, W), got ", x.dim(), "-D input of shape ", x.sizes());
+  TORCH_CHECK(weight.dim() == 4, op, ": expected a 4-D weight (out_channels, in_channels/groups, kH, kW), got shape ",
+              weight.sizes());
+  check_floating(x, op, "input");
+  check_same_device_dtype(weight, x, op, "weight", "input");
+  TORCH_CHECK(conv.groups >= 1, op, ": groups must be >= 1, got ", conv.groups);
+  TORCH_CHECK(x.size(1) % conv.groups == 0 && weight.size(0) % conv.groups == 0, op, ": groups (", conv.groups,
+              ") must divide both in_channels (", x.size(1), ") and out_channels (", weight.size(0), ")");
+  TORCH_CHECK(weight.size(1) * conv.groups == x.size(1), op, ": weight expects ", weight.size(1) * conv.groups,
+              " input channels (", weight.size(1), " per group x ", conv.groups, " groups), but the input has ",
+              x.size(1));
+  TORCH_CHECK(eps > 0, op, ": eps must be > 0, got ", eps);
+  const int64_t channels = weight.size(0);
+  check_per_channel(bias, channels, x, op, "bias");
+  check_per_channel(bn_weight, channels, x, op, "bn_weight");
+  check_per_channel(bn_bias, channels, x, op, "bn_bias");
+}
+
+inline at::Tensor convolution(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+                              const ConvParams& conv) {
+  return at::convolution(x, weight, bias, conv.stride, conv.padding, conv.dilation, /*transposed=*/false,
+                         /*output_padding=*/{0, 0}, conv.groups);
+}
+
+// Training needs a batch statistic from more than one value per channel, as nn.BatchNorm2d.
+inline void check_batch(const at::Tensor& z, const char* op) {
+  TORCH_CHECK(z.size(0) * z.size(2) * z.size(3) > 1, op,
+              ": expected more than 1 value per channel when training, got a convolution output of shape ", z.sizes());
+}
+
+// The convolution's part of the backward, from dz: grad_input and grad_weight from
+// at::convolution_backward, each only if output_mask asks (empty otherwise). The conv bias's
+// gradient (dz summed per channel) comes from the caller's own deterministic reduction: oneDNN's
+// convolution_backward computes the weight gradient even when only the bias's is wanted.
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv_backward(
+    const at::Tensor& dz, const at::Tensor& input, const at::Tensor& weight, const ConvParams& conv,
+    std::array<bool, 3> output_mask, at::Tensor grad_bias, const at::Tensor& grad_gamma, const at::Tensor& grad_beta) {
+  at::Tensor dx = at::empty({0}, input.options()), dw = at::empty({0}, weight.options());
+  if (output_mask[0] || output_mask[1]) {
+    auto grads = at::convolution_backward(dz, input, weight, c10::nullopt, conv.stride, conv.padding, conv.dilation,
+                                          /*transposed=*/false, /*output_padding=*/{0, 0}, conv.groups,
+                                          {output_mask[0], output_mask[1], false});
+    if (output_mask[0]) dx = std::get<0>(grads);
+    if (output_mask[1]) dw = std::get<1>(grads);
+  }
+  if (!output_mask[2]) grad_bias = at::empty({0}, dz.options());
+  return {dx, dw, grad_bias, grad_gamma, grad_beta};
+}
+
+// gamma, or 1 where the BatchNorm has no affine parameters.
+template <typename T>
+C10_HOST_DEVICE inline T gamma_of(const T* gamma, int64_t c) {
+  return gamma ? gamma[c] : T(1);
+}
+
+template <typename T>
+C10_HOST_DEVICE inline T beta_of(const T* beta, int64_t c) {
+  return beta ? beta[c] : T(0);
+}
+
+// ReLU as torch.relu: negative values become 0; NaN stays NaN.
+template <typename T>
+C10_HOST_DEVICE inline T relu(T v) {
+  return v < T(0) ? T(0) : v;
+}
+
+}  // namespace cnnrepro::conv_bn_relu

@@ -1,0 +1,303 @@
+"""Fused conv + BatchNorm + ReLU: equal to nn.Sequential(Conv2d, BatchNorm2d, ReLU) in training and
+eval, gradients and running statistics included; state_dicts interchangeable."""
+
+import copy
+import itertools
+
+import pytest
+import torch
+
+from cnnrepro import nn, ops
+from cnnrepro.ops import reference
+
+# float32: our batch statistics are sums in double and a fused normalize, native's a different order.
+TOL = dict(rtol=1e-4, atol=1e-5)
+
+
+def assert_close_at_scale(actual, expected, name):
+    """Close relative to the tensor's largest entry: BatchNorm makes some gradients cancel to ~0,
+    and there both sides are rounding noise at the scale of the others."""
+    atol = TOL["atol"] * max(1.0, expected.abs().max().item())
+    torch.testing.assert_close(actual, expected, rtol=TOL["rtol"], atol=atol, msg=lambda m: f"{name}: {m}")
+
+
+def pair_of_blocks(device, dtype=torch.float32, **kwargs):
+    """A fused block and the unfused Sequential with the same weights."""
+    torch.manual_seed(0)
+    fused = nn.ConvBNReLU2d(**kwargs).to(device, dtype)
+    with torch.no_grad():  # non-trivial BatchNorm parameters
+        fused.bn.weight.uniform_(0.5, 1.5)
+        fused.bn.bias.uniform_(-0.5, 0.5)
+    unfused = copy.deepcopy(fused)
+    unfused.backend = "native"
+    return fused, unfused
+
+
+def check_train_step(fused, unfused, x):
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y1, y2 = fused(x1), unfused(x2)
+    torch.testing.assert_close(y1, y2, **TOL)
+    grad = torch.randn_like(y1)
+    y1.backward(grad)
+    y2.backward(grad)
+    assert_close_at_scale(x1.grad, x2.grad, "grad of the input")
+    for (name, p1), (_, p2) in zip(fused.named_parameters(), unfused.named_parameters(), strict=True):
+        if name == "0.bias" and fused.training:
+            # BatchNorm subtracts the batch mean: the conv bias's true gradient is 0, both are rounding noise.
+            assert p1.grad.abs().max() < 1e-3 and p2.grad.abs().max() < 1e-3
+            continue
+        assert_close_at_scale(p1.grad, p2.grad, f"grad of {name}")
+    for (name, b1), (_, b2) in zip(fused.named_buffers(), unfused.named_buffers(), strict=True):
+        assert_close_at_scale(b1.float(), b2.float(), f"buffer {name}")
+
+
+SWEEP = list(
+    itertools.product(
+        [1, 3, 5, 7],  # kernel
+        [1, 2],  # stride
+        [1, 4],  # groups
+        [False, True],  # bias
+    )
+)
+
+
+@pytest.mark.parametrize("kernel, stride, groups, bias", SWEEP)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_training_step_matches_unfused(device, kernel, stride, groups, bias, layout):
+    fused, unfused = pair_of_blocks(
+        device,
+        in_channels=8,
+        out_channels=8,
+        kernel_size=kernel,
+        stride=stride,
+        padding=kernel // 2,
+        groups=groups,
+        bias=bias,
+    )
+    # Two or more input channels per group: with one, a 1x1 weight is pure scale, which BatchNorm
+    # removes, so its true gradient is 0 and both sides would only be comparing rounding noise.
+    x = torch.randn(8, 8, 11, 10, device=device)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    check_train_step(fused, unfused, x)
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+def test_batch_sizes_and_dilation(device, batch):
+    fused, unfused = pair_of_blocks(
+        device, in_channels=3, out_channels=5, kernel_size=3, padding=2, dilation=2
+    )
+    check_train_step(fused, unfused, torch.randn(batch, 3, 7, 9, device=device))
+
+
+def test_several_optimizer_steps_then_eval(device):
+    fused, unfused = pair_of_blocks(
+        device, in_channels=3, out_channels=6, kernel_size=3, padding=1, bias=True
+    )
+    opt1 = torch.optim.SGD(fused.parameters(), lr=0.1, momentum=0.9)
+    opt2 = torch.optim.SGD(unfused.parameters(), lr=0.1, momentum=0.9)
+    g = torch.Generator().manual_seed(3)
+    for _ in range(5):
+        x = torch.randn(6, 3, 8, 8, generator=g).to(device)
+        for block, opt in ((fused, opt1), (unfused, opt2)):
+            opt.zero_grad()
+            block(x).square().mean().backward()
+            opt.step()
+    for (name, t1), (_, t2) in zip(fused.state_dict().items(), unfused.state_dict().items(), strict=True):
+        torch.testing.assert_close(t1, t2, rtol=1e-4, atol=1e-5, msg=name)
+    assert int(fused.bn.num_batches_tracked) == 5
+    fused.eval(), unfused.eval()
+    x = torch.randn(4, 3, 8, 8, device=device)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), unfused(x), rtol=1e-4, atol=1e-5)
+
+
+def test_eval_folding_is_cached_until_something_changes(device):
+    fused, unfused = pair_of_blocks(device, in_channels=3, out_channels=4, kernel_size=3, padding=1)
+    fused.eval(), unfused.eval()
+    x = torch.randn(2, 3, 6, 6, device=device)
+    with torch.no_grad():
+        fused(x)
+        first = fused._folded
+        fused(x)
+        assert fused._folded is first, "an unchanged block reuses its folded weights"
+        fused.bn.running_mean.add_(1.0)
+        unfused.bn.running_mean.add_(1.0)
+        torch.testing.assert_close(fused(x), unfused(x), **TOL)
+        assert fused._folded is not first
+
+
+def test_eval_with_grad_enabled_differentiates_through_the_fold(device):
+    fused, unfused = pair_of_blocks(device, in_channels=3, out_channels=4, kernel_size=3, padding=1)
+    fused.eval(), unfused.eval()
+    check_train_step(fused, unfused, torch.randn(2, 3, 6, 6, device=device))
+
+
+@pytest.mark.parametrize("momentum", [None, 0.3])
+@pytest.mark.parametrize("affine", [True, False])
+def test_momentum_none_and_affine_false(device, momentum, affine):
+    fused, unfused = (
+        pair_of_blocks(device, in_channels=2, out_channels=3, kernel_size=3, momentum=momentum, affine=affine)
+        if affine
+        else (None, None)
+    )
+    if not affine:
+        torch.manual_seed(0)
+        fused = nn.ConvBNReLU2d(2, 3, 3, momentum=momentum, affine=False).to(device)
+        unfused = copy.deepcopy(fused)
+        unfused.backend = "native"
+    for step in range(3):
+        check_train_step(fused, unfused, torch.randn(4, 2, 7, 7, device=device) + step)
+
+
+def test_without_running_stats_uses_batch_stats_in_eval(device):
+    torch.manual_seed(0)
+    fused = nn.ConvBNReLU2d(2, 3, 3, track_running_stats=False).to(device)
+    unfused = copy.deepcopy(fused)
+    unfused.backend = "native"
+    fused.eval(), unfused.eval()
+    check_train_step(fused, unfused, torch.randn(4, 2, 7, 7, device=device))
+
+
+def test_state_dict_is_the_unfused_sequentials():
+    fused = nn.ConvBNReLU2d(3, 4, 3, bias=True)
+    plain = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, bias=True), torch.nn.BatchNorm2d(4), torch.nn.ReLU())
+    assert list(fused.state_dict()) == list(plain.state_dict())
+    plain.load_state_dict(fused.state_dict())
+    fused.load_state_dict(plain.state_dict())
+
+
+def test_matches_reference_in_float64(device):
+    torch.manual_seed(1)
+    x = torch.randn(3, 4, 6, 6, dtype=torch.float64, device=device)
+    w = torch.randn(6, 2, 3, 3, dtype=torch.float64, device=device)
+    b, gamma, beta = (torch.randn(6, dtype=torch.float64, device=device) for _ in range(3))
+    args = (x, w, b, gamma, beta, [1, 1], [1, 1], [1, 1], 2, 1e-5)
+    y, _, mean, var = torch.ops.cnnrepro.conv_bn_relu_train(*args)
+    ref_y, ref_mean, ref_var = reference.conv_bn_relu_train(*args)
+    torch.testing.assert_close(y, ref_y)
+    torch.testing.assert_close(mean, ref_mean)
+    torch.testing.assert_close(var, ref_var)
+
+
+def test_gradcheck_in_float64(device):
+    torch.manual_seed(2)
+    x = torch.randn(3, 2, 5, 5, dtype=torch.float64, device=device, requires_grad=True)
+    w = torch.randn(4, 2, 3, 3, dtype=torch.float64, device=device, requires_grad=True)
+    b, gamma, beta = (
+        torch.randn(4, dtype=torch.float64, device=device, requires_grad=True) for _ in range(3)
+    )
+
+    def fused(x, w, b, gamma, beta):
+        return ops.conv_bn_relu(x, w, b, gamma, beta, None, None, True, 0.1, 1e-5, 1, 1)
+
+    assert torch.autograd.gradcheck(fused, (x, w, b, gamma, beta))
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_opcheck(device, layout):
+    torch.manual_seed(3)
+    x = torch.randn(4, 2, 6, 6, device=device)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    w, gamma = torch.randn(3, 2, 3, 3, device=device), torch.rand(3, device=device) + 0.5
+    beta = torch.randn(3, device=device)
+    args = (x.requires_grad_(), w.requires_grad_(), None, gamma.requires_grad_(), beta.requires_grad_())
+    conv = ([1, 1], [1, 1], [1, 1], 1, 1e-5)
+    torch.library.opcheck(torch.ops.cnnrepro.conv_bn_relu_train.default, (*args, *conv))
+    _, z, mean, var = torch.ops.cnnrepro.conv_bn_relu_train(
+        *(a.detach() if a is not None else a for a in args), *conv
+    )
+    backward_args = (torch.randn_like(z), x.detach(), w.detach(), z, mean, var, gamma.detach(), beta.detach())
+    for mask in ([True, True, False], [False, True, True]):
+        torch.library.opcheck(
+            torch.ops.cnnrepro.conv_bn_relu_train_backward.default, (*backward_args, *conv, mask)
+        )
+
+
+def test_deterministic_bits(device):
+    fused, _ = pair_of_blocks(device, in_channels=8, out_channels=16, kernel_size=3, padding=1)
+    x = torch.randn(8, 8, 12, 12, device=device).contiguous(memory_format=torch.channels_last)
+    results = []
+    for _ in range(2):
+        fused.zero_grad()
+        y = fused(x)
+        y.square().sum().backward()
+        results.append((y.detach(), fused.conv.weight.grad.clone(), fused.bn.weight.grad.clone()))
+    for a, b in zip(*results, strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: nn.ConvBNReLU2d(3, 4, 3)(torch.randn(3, 5, 5)), "4-D input"),
+        (lambda: nn.ConvBNReLU2d(3, 4, 3)(torch.randn(2, 5, 5, 5)), "input channels"),
+        (lambda: nn.ConvBNReLU2d(3, 4, 3)(torch.randn(1, 3, 3, 3)), "more than 1 value per channel"),
+        (
+            lambda: ops.conv_bn_relu(
+                torch.randn(2, 3, 5, 5),
+                torch.randn(4, 3, 3, 3),
+                None,
+                torch.ones(5),
+                None,
+                None,
+                None,
+                True,
+                0.1,
+                1e-5,
+            ),
+            r"bn_weight must have shape \[4\]",
+        ),
+        (
+            lambda: ops.conv_bn_relu(
+                torch.randn(2, 4, 5, 5),
+                torch.randn(6, 2, 3, 3),
+                None,
+                None,
+                None,
+                None,
+                None,
+                True,
+                0.1,
+                1e-5,
+                groups=3,
+            ),
+            "groups",
+        ),
+        (
+            lambda: ops.conv_bn_relu(
+                torch.randn(2, 3, 5, 5),
+                torch.randn(4, 3, 3, 3).double(),
+                None,
+                None,
+                None,
+                None,
+                None,
+                True,
+                0.1,
+                1e-5,
+            ),
+            "dtype",
+        ),
+        (
+            lambda: ops.conv_bn_relu(
+                torch.randn(2, 3, 5, 5),
+                torch.randn(4, 3, 3, 3),
+                None,
+                None,
+                None,
+                None,
+                None,
+                False,
+                0.1,
+                1e-5,
+            ),
+            "running_mean",
+        ),
+        (lambda: nn.ConvBNReLU2d(3, 4, 3, backend="fast"), "backend"),
+    ],
+)
+def test_bad_input_gets_a_clear_error(call, message):
+    with pytest.raises((RuntimeError, ValueError), match=message):
+        call()
