@@ -1,0 +1,54 @@
+"""Seeded mini-batches from an in-memory split: no DataLoader, no workers, the same batches for
+the same generator state."""
+
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from cnnrepro.data.dataset import Split
+
+
+def random_crop_flip(images: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """He et al.'s CIFAR augmentation: zero-pad by ``pad``, take a random crop of the original size,
+    flip horizontally with probability 1/2. One draw per image from ``generator``."""
+    n, _, h, w = images.shape
+    padded = F.pad(images, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).tolist()
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).tolist()
+    flip = torch.rand(n, generator=generator).lt(0.5).tolist()
+    out = torch.empty_like(images)
+    for i in range(n):
+        crop = padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w]
+        out[i] = crop.flip(-1) if flip[i] else crop
+    return out
+
+
+def batches(
+    split: Split,
+    batch_size: int,
+    generator: torch.Generator | None = None,
+    shuffle: bool = True,
+    augment: bool = False,
+    drop_last: bool = False,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(images, labels) batches over one pass of ``split``.
+
+    The order is a permutation drawn from ``generator`` (shuffle=True), and augmentation draws
+    from it too, so a seeded generator gives the same batches every time. Evaluation uses
+    shuffle=False, augment=False: no randomness at all.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if (shuffle or augment) and generator is None:
+        raise ValueError("shuffled or augmented batches need a seeded torch.Generator")
+    n = len(split)
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    order = order.to(split.images.device)
+    stop = n - n % batch_size if drop_last else n
+    for start in range(0, stop, batch_size):
+        index = order[start : start + batch_size]
+        images = split.images[index]
+        if augment:
+            images = random_crop_flip(images, generator)
+        yield images, split.labels[index]

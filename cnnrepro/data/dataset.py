@@ -1,0 +1,95 @@
+"""The in-memory dataset: uint8 images in, normalized float tensors out."""
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class Split:
+    """One split: images (N, C, H, W) float32, normalized; labels (N,) int64."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __post_init__(self):
+        if self.images.shape[0] != self.labels.shape[0]:
+            raise ValueError(f"{self.images.shape[0]} images but {self.labels.shape[0]} labels")
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+    def to(self, device) -> "Split":
+        return Split(self.images.to(device), self.labels.to(device))
+
+
+@dataclass
+class Dataset:
+    """A named dataset: its splits, classes and the normalization that was applied."""
+
+    name: str
+    train: Split
+    test: Split
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    augment: bool = False  # pad-4 random crop + flip on training batches (CIFAR, as He et al.)
+    notes: dict = field(default_factory=dict)
+
+    @property
+    def in_channels(self) -> int:
+        return self.train.images.shape[1]
+
+    @property
+    def image_size(self) -> int:
+        return self.train.images.shape[-1]
+
+    def resized(self, size: int) -> "Dataset":
+        """The same data at size x size (bilinear, once, in memory): a profile's input resolution."""
+        if size == self.image_size:
+            return self
+
+        def resize(split: Split) -> Split:
+            images = F.interpolate(split.images, size=(size, size), mode="bilinear", align_corners=False)
+            return Split(images, split.labels)
+
+        return Dataset(
+            self.name,
+            resize(self.train),
+            resize(self.test),
+            self.num_classes,
+            self.mean,
+            self.std,
+            self.augment,
+            {**self.notes, "resized_to": size},
+        )
+
+    def to(self, device) -> "Dataset":
+        """The whole dataset on ``device`` (e.g. the GPU, to skip host-to-device copies per batch)."""
+        return Dataset(
+            self.name,
+            self.train.to(device),
+            self.test.to(device),
+            self.num_classes,
+            self.mean,
+            self.std,
+            self.augment,
+            self.notes,
+        )
+
+
+def normalized(images_uint8: torch.Tensor, mean, std) -> torch.Tensor:
+    """(N, C, H, W) uint8 -> float32 in [0, 1], then (x - mean) / std per channel."""
+    images = images_uint8.float().div_(255.0)
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    return images.sub_(mean_t).div_(std_t)
+
+
+def channel_stats(images_uint8: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images, in [0, 1] units (computed on the training split)."""
+    images = images_uint8.double().div(255.0)
+    mean = images.mean(dim=(0, 2, 3))
+    std = images.std(dim=(0, 2, 3))
+    return tuple(round(v, 4) for v in mean.tolist()), tuple(round(v, 4) for v in std.tolist())

@@ -1,0 +1,90 @@
+"""Downloads that are verified before they count: temp file, checksum, then an atomic rename.
+
+A file already in the data directory with the right checksum is used without any network.
+A file with the wrong checksum (truncated, corrupt) is reported and moved aside, never left
+looking valid; a failed download says which URL failed and where to put the file by hand.
+"""
+
+import hashlib
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+TIMEOUT_S = 60
+CHUNK = 1 << 20
+
+
+class DownloadError(RuntimeError):
+    """A dataset file could not be had: the message names the URL and the manual fix."""
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """A file of a dataset: its name on disk, where it comes from, and its published MD5."""
+
+    filename: str
+    url: str
+    md5: str
+
+
+def default_data_dir() -> Path:
+    """$CNNREPRO_DATA, else the user cache dir ($XDG_CACHE_HOME or ~/.cache)/cnnrepro."""
+    if os.environ.get("CNNREPRO_DATA"):
+        return Path(os.environ["CNNREPRO_DATA"])
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return cache / "cnnrepro"
+
+
+def md5_of(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fetch(remote: RemoteFile, directory: Path) -> Path:
+    """The verified local copy of ``remote`` in ``directory``, downloading it if needed."""
+    directory = Path(directory)
+    target = directory / remote.filename
+    if target.exists():
+        if md5_of(target) == remote.md5:
+            return target
+        corrupt = target.with_name(target.name + ".corrupt")
+        os.replace(target, corrupt)
+        print(
+            f"cnnrepro: {target} failed its checksum (truncated or corrupt); "
+            f"moved to {corrupt}, downloading again"
+        )
+    directory.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(dir=directory, prefix=f".{remote.filename}.", suffix=".part")
+    temp = Path(temp_name)
+    hint = f"Download it by hand from {remote.url} and put it at {target} (MD5 {remote.md5})."
+    try:
+        with os.fdopen(handle, "wb") as out:
+            _download(remote.url, out, hint)
+        actual = md5_of(temp)
+        if actual != remote.md5:
+            raise DownloadError(
+                f"{remote.url} arrived with MD5 {actual}, expected {remote.md5} "
+                f"(truncated or changed). {hint}"
+            )
+        os.replace(temp, target)
+        return target
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def _download(url: str, out, hint: str) -> None:
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
+            while chunk := response.read(CHUNK):
+                out.write(chunk)
+    except urllib.error.HTTPError as error:
+        raise DownloadError(f"downloading {url} failed: HTTP {error.code} {error.reason}. {hint}") from error
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise DownloadError(f"downloading {url} failed: {reason} (offline?). {hint}") from error

@@ -1,0 +1,20 @@
+"""The model zoo: every classic architecture by name, on custom or native kernels.
+
+models.list_models("resnet*")
+models.get_model("alexnet", num_classes=10, in_channels=1, backend="custom", width=0.25)
+models.summary(model, (1, 1, 224, 224))
+"""
+
+from cnnrepro.models import alexnet, densenet, googlenet, lenet, nin, resnet, vgg  # noqa: F401  (register)
+from cnnrepro.models.registry import ModelInfo, get_model, list_models, model_info, register_model
+from cnnrepro.models.summary import count_parameters, summary
+
+__all__ = [
+    "ModelInfo",
+    "count_parameters",
+    "get_model",
+    "list_models",
+    "model_info",
+    "register_model",
+    "summary",
+]

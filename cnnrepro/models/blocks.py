@@ -1,0 +1,56 @@
+"""Building blocks the model families share; each takes ``backend`` so custom and native swap."""
+
+import torch
+
+from cnnrepro import nn as cnn
+
+
+def scaled(channels: int, width: float) -> int:
+    """A channel count times the width multiplier, at least 1."""
+    return max(1, int(round(channels * width)))
+
+
+def conv_bn_relu(cin, cout, kernel, stride=1, padding=0, backend="custom", eps=1e-5) -> torch.nn.Module:
+    """Conv (no bias) + BatchNorm + ReLU: the fused block, which is the unfused Sequential either way."""
+    return cnn.ConvBNReLU2d(cin, cout, kernel, stride, padding, bias=False, eps=eps, backend=backend)
+
+
+def conv_relu(cin, cout, kernel, stride=1, padding=0) -> torch.nn.Sequential:
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(cin, cout, kernel, stride, padding), torch.nn.ReLU(inplace=True)
+    )
+
+
+def max_pool(kernel, stride=None, padding=0, ceil_mode=False, backend="custom") -> torch.nn.Module:
+    return cnn.MaxPool2d(kernel, stride, padding, ceil_mode=ceil_mode, backend=backend)
+
+
+class GlobalAvgPool(torch.nn.Module):
+    """Mean over H and W, flattened: deterministic on CUDA, unlike AdaptiveAvgPool2d's backward."""
+
+    def forward(self, x):
+        return x.mean(dim=(2, 3))
+
+
+def flat_features(features: torch.nn.Module, in_channels: int, input_size: int) -> int:
+    """How many numbers ``features`` produces per image at ``input_size`` (a dry run on zeros)."""
+    with torch.no_grad():
+        out = features.eval()(torch.zeros(1, in_channels, input_size, input_size))
+    features.train()
+    if out.shape[-1] < 1 or out.shape[-2] < 1:
+        raise ValueError(f"input size {input_size} is too small for this network")
+    return out[0].numel()
+
+
+def classifier(in_features, hidden, num_classes, dropout) -> torch.nn.Sequential:
+    """AlexNet's and VGG's head: two hidden FC layers with ReLU and dropout, then the output layer."""
+    return torch.nn.Sequential(
+        torch.nn.Flatten(),
+        torch.nn.Linear(in_features, hidden),
+        torch.nn.ReLU(inplace=True),
+        torch.nn.Dropout(dropout),
+        torch.nn.Linear(hidden, hidden),
+        torch.nn.ReLU(inplace=True),
+        torch.nn.Dropout(dropout),
+        torch.nn.Linear(hidden, num_classes),
+    )

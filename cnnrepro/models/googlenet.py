@@ -1,0 +1,118 @@
+"""GoogLeNet / Inception v1 (Szegedy et al. 2015)."""
+
+import torch
+
+from cnnrepro.models.blocks import GlobalAvgPool, conv_bn_relu, max_pool, scaled
+from cnnrepro.models.registry import register_model
+
+# The paper's Table 1: in, #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj.
+INCEPTION = {
+    "3a": (192, 64, 96, 128, 16, 32, 32),
+    "3b": (256, 128, 128, 192, 32, 96, 64),
+    "4a": (480, 192, 96, 208, 16, 48, 64),
+    "4b": (512, 160, 112, 224, 24, 64, 64),
+    "4c": (512, 128, 128, 256, 24, 64, 64),
+    "4d": (512, 112, 144, 288, 32, 64, 64),
+    "4e": (528, 256, 160, 320, 32, 128, 128),
+    "5a": (832, 256, 160, 320, 32, 128, 128),
+    "5b": (832, 384, 192, 384, 48, 128, 128),
+}
+BN_EPS = 1e-3  # torchvision's BasicConv2d
+
+
+class Inception(torch.nn.Module):
+    """Four parallel branches concatenated: 1x1; 1x1 -> 3x3; 1x1 -> 5x5; 3x3/1 max-pool -> 1x1."""
+
+    def __init__(self, cin, c1, c3r, c3, c5r, c5, pool_proj, backend, branch5_kernel=5):
+        super().__init__()
+
+        def unit(i, o, k):
+            return conv_bn_relu(i, o, k, 1, k // 2, backend, eps=BN_EPS)
+
+        self.branch1 = unit(cin, c1, 1)
+        self.branch3 = torch.nn.Sequential(unit(cin, c3r, 1), unit(c3r, c3, 3))
+        self.branch5 = torch.nn.Sequential(unit(cin, c5r, 1), unit(c5r, c5, branch5_kernel))
+        self.branch_pool = torch.nn.Sequential(
+            max_pool(3, 1, 1, ceil_mode=True, backend=backend), unit(cin, pool_proj, 1)
+        )
+
+    def forward(self, x):
+        return torch.cat([self.branch1(x), self.branch3(x), self.branch5(x), self.branch_pool(x)], dim=1)
+
+
+class AuxClassifier(torch.nn.Module):
+    """The auxiliary head after 4a and 4d: 5x5/3 average pool, 1x1 conv 128, FC 1024, dropout 0.7, FC."""
+
+    def __init__(self, cin, num_classes, width, backend):
+        super().__init__()
+        self.pool = torch.nn.AdaptiveAvgPool2d(4)  # 5x5/3 at the canonical 14x14; any size here
+        self.conv = conv_bn_relu(cin, scaled(128, width), 1, backend=backend, eps=BN_EPS)
+        self.fc1 = torch.nn.Linear(scaled(128, width) * 16, scaled(1024, width))
+        self.dropout = torch.nn.Dropout(0.7)
+        self.fc2 = torch.nn.Linear(scaled(1024, width), num_classes)
+
+    def forward(self, x):
+        x = self.conv(self.pool(x)).flatten(1)
+        return self.fc2(self.dropout(torch.relu(self.fc1(x))))
+
+
+class GoogLeNet(torch.nn.Module):
+    def __init__(self, num_classes, in_channels, backend, width, aux_logits, dropout, branch5_kernel):
+        super().__init__()
+
+        def inception(key):
+            cin, *rest = (scaled(c, width) for c in INCEPTION[key])
+            return Inception(cin, *rest, backend=backend, branch5_kernel=branch5_kernel)
+
+        c64, c192 = scaled(64, width), scaled(192, width)
+        self.stem = torch.nn.Sequential(
+            conv_bn_relu(in_channels, c64, 7, 2, 3, backend, eps=BN_EPS),
+            max_pool(3, 2, ceil_mode=True, backend=backend),
+            conv_bn_relu(c64, c64, 1, backend=backend, eps=BN_EPS),
+            conv_bn_relu(c64, c192, 3, 1, 1, backend, eps=BN_EPS),
+            max_pool(3, 2, ceil_mode=True, backend=backend),
+        )
+        self.stage3 = torch.nn.Sequential(
+            inception("3a"), inception("3b"), max_pool(3, 2, ceil_mode=True, backend=backend)
+        )
+        self.inception4a = inception("4a")
+        self.stage4 = torch.nn.Sequential(inception("4b"), inception("4c"), inception("4d"))
+        self.stage4_end = torch.nn.Sequential(
+            inception("4e"), max_pool(2, 2, ceil_mode=True, backend=backend)
+        )
+        self.stage5 = torch.nn.Sequential(inception("5a"), inception("5b"))
+        self.head = torch.nn.Sequential(
+            GlobalAvgPool(), torch.nn.Dropout(dropout), torch.nn.Linear(scaled(1024, width), num_classes)
+        )
+        self.aux1 = AuxClassifier(scaled(512, width), num_classes, width, backend) if aux_logits else None
+        self.aux2 = AuxClassifier(scaled(528, width), num_classes, width, backend) if aux_logits else None
+
+    def forward(self, x):
+        """Logits; in training with aux_logits, (logits, aux1 logits, aux2 logits) for the trainer
+        to weight the auxiliary losses by 0.3."""
+        x = self.inception4a(self.stage3(self.stem(x)))
+        aux1 = self.aux1(x) if self.aux1 is not None and self.training else None
+        x = self.stage4(x)
+        aux2 = self.aux2(x) if self.aux2 is not None and self.training else None
+        logits = self.head(self.stage5(self.stage4_end(x)))
+        return (logits, aux1, aux2) if aux1 is not None else logits
+
+
+@register_model(
+    "googlenet",
+    family="GoogLeNet",
+    year=2015,
+    input_size=224,
+    min_input_size=15,
+    published_params=6_624_904,
+    paper="Szegedy et al. Going deeper with convolutions. CVPR 2015",
+)
+def googlenet(num_classes, in_channels, backend, width, aux_logits=False, dropout=0.4, branch5_kernel=5):
+    """GoogLeNet with the paper's Inception (3a)-(5b) table, 3x3/2 max-pools between stages and
+    global average pooling, dropout 0.4. Every conv is followed by BatchNorm (eps 1e-3), as in
+    torchvision's BasicConv2d (the paper predates BatchNorm). Optional auxiliary classifiers after
+    4a and 4d. branch5_kernel=3 reproduces torchvision's layout, whose "5x5" branch uses a 3x3
+    conv; its parameter count (6,624,904 without aux heads) is the published one."""
+    if branch5_kernel not in (3, 5):
+        raise ValueError(f"branch5_kernel must be 5 (the paper) or 3 (torchvision), got {branch5_kernel}")
+    return GoogLeNet(num_classes, in_channels, backend, width, aux_logits, dropout, branch5_kernel)

@@ -1,0 +1,90 @@
+"""VGG (Simonyan and Zisserman 2015): configurations A, B, D, E, plain and with BatchNorm."""
+
+import torch
+
+from cnnrepro.models.blocks import classifier, conv_bn_relu, conv_relu, flat_features, max_pool, scaled
+from cnnrepro.models.registry import register_model
+
+PAPER = "Simonyan, Zisserman. Very deep convolutional networks for large-scale image recognition. ICLR 2015"
+
+# Table 1 of the paper: output channels of each 3x3 conv, "M" a 2x2/2 max-pool.
+CONFIGS = {
+    "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],  # A
+    "vgg13": [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],  # B
+    "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],  # D
+    "vgg19": [
+        64,
+        64,
+        "M",
+        128,
+        128,
+        "M",
+        256,
+        256,
+        256,
+        256,
+        "M",
+        512,
+        512,
+        512,
+        512,
+        "M",
+        512,
+        512,
+        512,
+        512,
+        "M",
+    ],
+}
+PUBLISHED = {"vgg11": 132_863_336, "vgg13": 133_047_848, "vgg16": 138_357_544, "vgg19": 143_667_240}
+
+
+def features(config, in_channels, width, batch_norm, backend) -> torch.nn.Sequential:
+    layers, channels = [], in_channels
+    for item in config:
+        if item == "M":
+            layers.append(max_pool(2, 2, backend=backend))
+            continue
+        out = scaled(item, width)
+        layers.append(
+            conv_bn_relu(channels, out, 3, 1, 1, backend) if batch_norm else conv_relu(channels, out, 3, 1, 1)
+        )
+        channels = out
+    return torch.nn.Sequential(*layers)
+
+
+def _register(name: str, batch_norm: bool):
+    config = CONFIGS[name]
+    key = f"{name}_bn" if batch_norm else name
+
+    def build(num_classes, in_channels, backend, width, input_size=224, dropout=0.5):
+        feats = features(config, in_channels, width, batch_norm, backend)
+        head = classifier(
+            flat_features(feats, in_channels, input_size), scaled(4096, width), num_classes, dropout
+        )
+        return torch.nn.Sequential(feats, head)
+
+    build.__doc__ = (
+        f"VGG configuration {'ABDE'[list(CONFIGS).index(name)]} ({name}): 3x3 convs with padding 1, 2x2/2 "
+        "max-pools, FC 4096-4096-classes with dropout 0.5"
+        + (
+            ", with BatchNorm after every conv (not in the paper; torchvision's _bn variants)"
+            if batch_norm
+            else ""
+        )
+        + ". The first FC's width follows input_size (512x7x7 at 224, as in the paper)."
+    )
+    return register_model(
+        key,
+        family="VGG",
+        paper=PAPER,
+        year=2015,
+        input_size=224,
+        min_input_size=32,
+        published_params=None if batch_norm else PUBLISHED[name],
+    )(build)
+
+
+for _name in CONFIGS:
+    _register(_name, batch_norm=False)
+    _register(_name, batch_norm=True)

@@ -1,0 +1,157 @@
+"""The model zoo: every model builds, runs forward and backward at its canonical and smallest
+inputs, agrees across backends, and has the published parameter count."""
+
+import inspect
+
+import pytest
+import torch
+
+from cnnrepro import models
+from cnnrepro.models.resnet import ZeroPadShortcut
+
+ALL = models.list_models()
+SMALL_WIDTH = 0.0625  # canonical resolutions at 1/16 of the channels keep CPU tests fast
+
+
+def build(name, **kwargs):
+    return models.get_model(name, **kwargs)
+
+
+def input_size_config(name, size):
+    """Builders whose first FC depends on the resolution take it as input_size."""
+    return (
+        {"input_size": size}
+        if "input_size" in inspect.signature(models.model_info(name).builder).parameters
+        else {}
+    )
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_forward_backward_at_canonical_and_smallest_input(name):
+    info = models.model_info(name)
+    for size in (info.input_size, info.min_input_size):
+        torch.manual_seed(0)
+        model = build(name, num_classes=7, width=SMALL_WIDTH, **input_size_config(name, size))
+        x = torch.randn(2, info.in_channels, size, size, requires_grad=True)
+        out = model(x)
+        assert out.shape == (2, 7), f"{name} at {size}px"
+        out.sum().backward()
+        assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_custom_and_native_backends_agree(name):
+    info = models.model_info(name)
+    size = max(info.min_input_size, min(info.input_size, 64))
+    # Not too narrow: a 1-channel, 110-layer plain net is chaotic enough to turn rounding into noise.
+    width = 0.25 if info.input_size <= 64 else SMALL_WIDTH
+    config = dict(num_classes=5, width=width, **input_size_config(name, size))
+    torch.manual_seed(0)
+    custom = build(name, backend="custom", **config)
+    torch.manual_seed(0)
+    native = build(name, backend="native", **config)
+    for (key, a), (_, b) in zip(custom.state_dict().items(), native.state_dict().items(), strict=True):
+        assert torch.equal(a, b), f"same seed, same initial {key} on both backends"
+    # float64: a deep plain net amplifies rounding differences (plain110: about 1e8-fold); in double
+    # they stay far below this tolerance, which a wrong op would still exceed by orders of magnitude.
+    custom, native = custom.double(), native.double()
+    x = torch.randn(4, info.in_channels, size, size, dtype=torch.float64)
+    outputs, grads = [], []
+    for model in (custom, native):
+        torch.manual_seed(1)  # the same dropout masks
+        xi = x.clone().requires_grad_()
+        out = model(xi)
+        out.square().mean().backward()
+        outputs.append(out)
+        grads.append(xi.grad)
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-4, atol=1e-6)
+    if name != "plain110":  # 110 layers without shortcuts: its input gradient is rounding-sensitive noise
+        torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-7)
+    native.load_state_dict(custom.state_dict())  # weights move across backends unchanged
+
+
+EXACT = {
+    name: models.model_info(name).published_params
+    for name in ALL
+    if models.model_info(name).published_params
+    and models.model_info(name).family != "ResNet-CIFAR"
+    and models.model_info(name).family != "Plain-CIFAR"
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXACT))
+def test_published_parameter_counts(name):
+    config = (
+        {"branch5_kernel": 3} if name == "googlenet" else {}
+    )  # torchvision's layout, whose count is published
+    assert models.count_parameters(build(name, **config)) == EXACT[name]
+
+
+def test_reference_sizes():
+    assert models.count_parameters(build("lenet5")) == 61_706
+    assert models.count_parameters(build("vgg16")) == 138_357_544
+    assert models.count_parameters(build("googlenet", branch5_kernel=3)) == 6_624_904
+    assert models.count_parameters(build("resnet18")) == 11_689_512
+    assert 55e6 < models.count_parameters(build("alexnet")) < 65e6, "about 60M (Krizhevsky 2012)"
+
+
+@pytest.mark.parametrize("depth, millions", [(20, 0.27), (32, 0.46), (44, 0.66), (56, 0.85), (110, 1.7)])
+def test_cifar_resnets_match_table_6_and_their_plain_twins(depth, millions):
+    residual, plain = build(f"resnet{depth}"), build(f"plain{depth}")
+    count = models.count_parameters(residual)
+    assert float(f"{count / 1e6:.2g}") == millions
+    assert models.count_parameters(plain) == count, (
+        "plain and residual twins differ only in parameter-free shortcuts"
+    )
+    shortcuts = [m for m in residual.modules() if isinstance(m, ZeroPadShortcut)]
+    assert len(shortcuts) == 2 and all(sum(p.numel() for p in s.parameters()) == 0 for s in shortcuts)
+    convs = [m for m in residual.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) + 1 == depth, "6n+2 layers: the convs and the FC"
+
+
+def test_lenet_layer_sizes():
+    table = models.summary(build("lenet5"), (1, 1, 32, 32)).set_index("layer")
+    assert table["params"].tolist()[:-1] == [156, 2_416, 48_120, 10_164, 850]
+    assert table.loc["0", "macs"] + 28 * 28 * 6 == 122_304, "C1's 122,304 connections: 5x5 taps plus bias"
+    partial = build("lenet5-1998")
+    c3 = next(m for m in partial.modules() if type(m).__name__ == "PartialConv2d")
+    assert sum(p.numel() for p in c3.parameters()) == 1_516
+    assert sum(p.numel() for p in partial[2].parameters()) == 12, "S2: a coefficient and a bias per map"
+
+
+def test_lenet_28px_with_padding_keeps_the_same_layers():
+    padded = build("lenet5", input_size=28, activation="relu", pooling="max")
+    assert models.count_parameters(padded) == 61_706
+    assert padded(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_googlenet_aux_heads_in_training_only():
+    model = build("googlenet", num_classes=10, width=SMALL_WIDTH, aux_logits=True)
+    logits, aux1, aux2 = model(torch.randn(2, 3, 96, 96))
+    assert logits.shape == aux1.shape == aux2.shape == (2, 10)
+    assert model.eval()(torch.randn(2, 3, 96, 96)).shape == (2, 10)
+
+
+def test_summary_totals():
+    table = models.summary(build("resnet20"), (1, 3, 32, 32))
+    assert table.iloc[-1]["params"] == models.count_parameters(build("resnet20"))
+    assert table.iloc[-1]["macs"] == pytest.approx(40.6e6, rel=0.02), "ResNet-20: about 41M multiply-adds"
+    assert table["macs"][:-1].sum() == table.iloc[-1]["macs"]
+
+
+def test_registry_errors_and_metadata():
+    assert "resnet20" in models.list_models("resnet*") and "plain20" not in models.list_models("resnet*")
+    with pytest.raises(ValueError, match="unknown model 'resnet7'"):
+        build("resnet7")
+    with pytest.raises(ValueError, match="already registered"):
+        models.register_model("lenet5", family="x", paper="x", year=1, input_size=1, min_input_size=1)(
+            lambda: None
+        )
+    with pytest.raises(ValueError, match="backend"):
+        build("lenet5", backend="fast")
+    with pytest.raises(ValueError, match="width"):
+        build("lenet5", width=0)
+    for name in ALL:
+        info = models.model_info(name)
+        assert info.paper and info.year and info.builder.__doc__, name
+    assert build("alexnet", width=SMALL_WIDTH).info.year == 2012
