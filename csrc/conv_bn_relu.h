@@ -79,6 +79,42 @@ inline void check_batch(const at::Tensor& z, const char* op) {
               ": expected more than 1 value per channel when training, got a convolution output of shape ", z.sizes());
 }
 
+// A training call's tensors, prepared the same way on every device: arguments checked, the
+// convolution run, outputs allocated in the convolution output's layout.
+struct ForwardCall {
+  at::Tensor z, y, mean, var;
+  Geometry g;
+};
+
+inline ForwardCall prepare_forward(const at::Tensor& input, const at::Tensor& weight,
+                                   const c10::optional<at::Tensor>& bias, const c10::optional<at::Tensor>& bn_weight,
+                                   const c10::optional<at::Tensor>& bn_bias, const ConvParams& conv, double eps) {
+  const char* op = "cnnrepro::conv_bn_relu_train";
+  check_args(input, weight, bias, bn_weight, bn_bias, conv, eps, op);
+  at::Tensor z = convolution(input, weight, bias, conv).contiguous(kernel_memory_format(input));
+  check_batch(z, op);
+  const Geometry g = geometry_of(z);
+  return {z, at::empty_like(z), at::empty({g.C}, z.options()), at::empty({g.C}, z.options()), g};
+}
+
+struct BackwardCall {
+  at::Tensor z, dy, dz, grad_gamma, grad_beta;
+  Geometry g;
+};
+
+inline BackwardCall prepare_backward(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
+                                     const at::Tensor& conv_out, const c10::optional<at::Tensor>& bn_weight,
+                                     const c10::optional<at::Tensor>& bn_bias, const ConvParams& conv, double eps) {
+  const char* op = "cnnrepro::conv_bn_relu_train_backward";
+  check_args(input, weight, c10::nullopt, bn_weight, bn_bias, conv, eps, op);
+  check_same_shape(grad_output, conv_out, op, "grad_output", "conv_out");
+  check_same_device_dtype(grad_output, input, op, "grad_output", "input");
+  at::Tensor z = conv_out.contiguous(kernel_memory_format(conv_out));
+  at::Tensor dy = grad_output.contiguous(kernel_memory_format(z));
+  const Geometry g = geometry_of(z);
+  return {z, dy, at::empty_like(z), at::empty({g.C}, z.options()), at::empty({g.C}, z.options()), g};
+}
+
 // The convolution's part of the backward, from dz: grad_input and grad_weight from
 // at::convolution_backward, each only if output_mask asks (empty otherwise). The conv bias's
 // gradient (dz summed per channel) comes from the caller's own deterministic reduction: oneDNN's

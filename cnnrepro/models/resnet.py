@@ -51,18 +51,35 @@ def projection(cin, cout, stride) -> torch.nn.Sequential:
     return torch.nn.Sequential(torch.nn.Conv2d(cin, cout, 1, stride, bias=False), torch.nn.BatchNorm2d(cout))
 
 
-def imagenet_resnet(num_classes, in_channels, backend, width, blocks_per_stage) -> torch.nn.Sequential:
-    widths = [scaled(c, width) for c in (64, 128, 256, 512)]
-    layers = [conv_bn_relu(in_channels, widths[0], 7, 2, 3, backend), max_pool(3, 2, 1, backend=backend)]
-    cin = widths[0]
+def stages(cin, widths, blocks_per_stage, make_shortcut, backend) -> tuple[list[torch.nn.Module], int]:
+    """Basic blocks stage by stage; every stage after the first starts with stride 2.
+    make_shortcut(cin, cout, stride) gives each block its shortcut (None: a plain block)."""
+    blocks = []
     for stage, (cout, count) in enumerate(zip(widths, blocks_per_stage, strict=True)):
         for i in range(count):
             stride = 2 if stage > 0 and i == 0 else 1
-            shortcut = projection(cin, cout, stride) if stride != 1 or cin != cout else Identity()
-            layers.append(BasicBlock(cin, cout, stride, shortcut, backend))
+            blocks.append(BasicBlock(cin, cout, stride, make_shortcut(cin, cout, stride), backend))
             cin = cout
-    layers += [GlobalAvgPool(), torch.nn.Linear(cin, num_classes)]
-    return torch.nn.Sequential(*layers)
+    return blocks, cin
+
+
+def projection_or_identity(cin, cout, stride):
+    return projection(cin, cout, stride) if stride != 1 or cin != cout else Identity()
+
+
+def zero_pad_or_identity(cin, cout, stride):
+    return ZeroPadShortcut(stride, cout - cin) if stride != 1 or cin != cout else Identity()
+
+
+def no_shortcut(cin, cout, stride):
+    return None
+
+
+def imagenet_resnet(num_classes, in_channels, backend, width, blocks_per_stage) -> torch.nn.Sequential:
+    widths = [scaled(c, width) for c in (64, 128, 256, 512)]
+    stem = [conv_bn_relu(in_channels, widths[0], 7, 2, 3, backend), max_pool(3, 2, 1, backend=backend)]
+    blocks, channels = stages(widths[0], widths, blocks_per_stage, projection_or_identity, backend)
+    return torch.nn.Sequential(*stem, *blocks, GlobalAvgPool(), torch.nn.Linear(channels, num_classes))
 
 
 @register_model(
@@ -101,18 +118,10 @@ def cifar_resnet(depth, residual, num_classes, in_channels, backend, width) -> t
         raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
     n = (depth - 2) // 6
     widths = [scaled(c, width) for c in (16, 32, 64)]
-    layers = [conv_bn_relu(in_channels, widths[0], 3, 1, 1, backend)]
-    cin = widths[0]
-    for stage, cout in enumerate(widths):
-        for i in range(n):
-            stride = 2 if stage > 0 and i == 0 else 1
-            shortcut = None
-            if residual:
-                shortcut = ZeroPadShortcut(stride, cout - cin) if stride != 1 or cin != cout else Identity()
-            layers.append(BasicBlock(cin, cout, stride, shortcut, backend))
-            cin = cout
-    layers += [GlobalAvgPool(), torch.nn.Linear(cin, num_classes)]
-    return torch.nn.Sequential(*layers)
+    stem = conv_bn_relu(in_channels, widths[0], 3, 1, 1, backend)
+    shortcut = zero_pad_or_identity if residual else no_shortcut
+    blocks, channels = stages(widths[0], widths, (n, n, n), shortcut, backend)
+    return torch.nn.Sequential(stem, *blocks, GlobalAvgPool(), torch.nn.Linear(channels, num_classes))
 
 
 CIFAR_PUBLISHED = {20: 270_000, 32: 460_000, 44: 660_000, 56: 850_000, 110: 1_700_000}  # Table 6, rounded

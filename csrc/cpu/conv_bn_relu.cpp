@@ -161,14 +161,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv_bn_relu_train_cp
     const at::Tensor& input, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
     const c10::optional<at::Tensor>& bn_weight, const c10::optional<at::Tensor>& bn_bias, at::IntArrayRef stride,
     at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, double eps) {
-  const char* op = "cnnrepro::conv_bn_relu_train";
-  const ConvParams conv{stride, padding, dilation, groups};
-  check_args(input, weight, bias, bn_weight, bn_bias, conv, eps, op);
-  const at::Tensor z = convolution(input, weight, bias, conv).contiguous(kernel_memory_format(input));
-  check_batch(z, op);
-  const Geometry g = geometry_of(z);
-  at::Tensor y = at::empty_like(z);
-  at::Tensor mean = at::empty({g.C}, z.options()), var = at::empty({g.C}, z.options());
+  ForwardCall call = prepare_forward(input, weight, bias, bn_weight, bn_bias, {stride, padding, dilation, groups}, eps);
+  at::Tensor &z = call.z, &y = call.y, &mean = call.mean, &var = call.var;
+  const Geometry& g = call.g;
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, z.scalar_type(), "cnnrepro::conv_bn_relu_train", [&] {
     using acc_t = acc_type<scalar_t>;
@@ -202,16 +197,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv_bn_r
     const at::Tensor& mean, const at::Tensor& var, const c10::optional<at::Tensor>& bn_weight,
     const c10::optional<at::Tensor>& bn_bias, at::IntArrayRef stride, at::IntArrayRef padding,
     at::IntArrayRef dilation, int64_t groups, double eps, std::array<bool, 3> output_mask) {
-  const char* op = "cnnrepro::conv_bn_relu_train_backward";
   const ConvParams conv{stride, padding, dilation, groups};
-  check_args(input, weight, c10::nullopt, bn_weight, bn_bias, conv, eps, op);
-  check_same_shape(grad_output, conv_out, op, "grad_output", "conv_out");
-  check_same_device_dtype(grad_output, input, op, "grad_output", "input");
-  const at::Tensor z = conv_out.contiguous(kernel_memory_format(conv_out));
-  const at::Tensor dy = grad_output.contiguous(kernel_memory_format(z));
-  const Geometry g = geometry_of(z);
-  at::Tensor dz = at::empty_like(z);
-  at::Tensor grad_gamma = at::empty({g.C}, z.options()), grad_beta = at::empty({g.C}, z.options());
+  BackwardCall call = prepare_backward(grad_output, input, weight, conv_out, bn_weight, bn_bias, conv, eps);
+  at::Tensor &z = call.z, &dy = call.dy, &dz = call.dz, &grad_gamma = call.grad_gamma, &grad_beta = call.grad_beta;
+  const Geometry& g = call.g;
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, z.scalar_type(), "cnnrepro::conv_bn_relu_train_backward", [&] {
     using acc_t = acc_type<scalar_t>;
