@@ -193,10 +193,12 @@ def test_mnist5k_is_embedded_and_split_as_documented():
     assert torch.equal(load_dataset("mnist5k").test.images, ds.test.images), "the split is fixed"
 
 
-def test_stratified_split_takes_the_first_of_each_class():
-    labels = torch.tensor([0, 1, 0, 1, 0, 1])
+def test_stratified_split_takes_the_first_of_each_class_round_robin():
+    labels = torch.tensor([0, 0, 0, 1, 1, 1])
     train, test = stratified_split(labels, 2)
-    assert train.tolist() == [0, 1, 2, 3] and test.tolist() == [4, 5]
+    assert train.tolist() == [0, 3, 1, 4] and test.tolist() == [2, 5]
+    ds = load_dataset("mnist5k")
+    assert torch.bincount(ds.train.labels[:100]).tolist() == [10] * 10, "every prefix is balanced"
 
 
 def test_unknown_dataset():

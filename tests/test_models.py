@@ -1,8 +1,6 @@
 """The model zoo: every model builds, runs forward and backward at its canonical and smallest
 inputs, agrees across backends, and has the published parameter count."""
 
-import inspect
-
 import pytest
 import torch
 
@@ -19,11 +17,7 @@ def build(name, **kwargs):
 
 def input_size_config(name, size):
     """Builders whose first FC depends on the resolution take it as input_size."""
-    return (
-        {"input_size": size}
-        if "input_size" in inspect.signature(models.model_info(name).builder).parameters
-        else {}
-    )
+    return {"input_size": size} if models.builder_accepts(name, "input_size") else {}
 
 
 @pytest.mark.parametrize("name", ALL)

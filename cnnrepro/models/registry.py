@@ -6,6 +6,7 @@ config; each carries :class:`ModelInfo`, reachable as ``model.info``.
 """
 
 import fnmatch
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -78,6 +79,11 @@ def model_info(name: str) -> ModelInfo:
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
+
+
+def builder_accepts(name: str, argument: str) -> bool:
+    """Whether model ``name``'s builder takes ``argument`` (e.g. input_size, for an FC head)."""
+    return argument in inspect.signature(model_info(name).builder).parameters
 
 
 def get_model(

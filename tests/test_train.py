@@ -1,0 +1,119 @@
+"""The training engine: seeded runs repeat bit for bit, interrupted runs resume to the same
+weights, diverging runs are recorded."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from cnnrepro.data import load_dataset
+from cnnrepro.train import RunConfig, derive_seed, load_checkpoint, save_atomic, train_run
+
+SMALL = dict(
+    model="lenet5",
+    dataset="mnist5k",
+    epochs=2,
+    batch_size=32,
+    lr=0.05,
+    train_subset=1000,
+    test_subset=500,
+    model_config=(("activation", "relu"), ("input_size", 28), ("pooling", "max")),
+)
+
+
+@pytest.fixture(scope="module")
+def mnist5k():
+    return load_dataset("mnist5k")
+
+
+def test_same_seed_same_bits_different_seed_different(mnist5k, tmp_path):
+    one = train_run(RunConfig(**SMALL, seed=1), mnist5k, tmp_path / "a")
+    two = train_run(RunConfig(**SMALL, seed=1), mnist5k, tmp_path / "b")
+    other = train_run(RunConfig(**SMALL, seed=2), mnist5k, tmp_path / "c")
+    assert one.status == "finished" and len(one.history) == 2
+    assert one.weights_sha256 == two.weights_sha256
+    assert [e.train_loss for e in one.history] == [e.train_loss for e in two.history]
+    assert [e.test_acc for e in one.history] == [e.test_acc for e in two.history]
+    assert other.weights_sha256 != one.weights_sha256
+    assert one.history[-1].test_acc > 0.5, "LeNet learns mnist5k digits well above chance"
+
+
+def test_finished_runs_are_not_retrained(mnist5k, tmp_path):
+    first = train_run(RunConfig(**SMALL), mnist5k, tmp_path)
+    calls = []
+    again = train_run(RunConfig(**SMALL), mnist5k, tmp_path, on_epoch=lambda *a: calls.append(a))
+    assert calls == [] and again.weights_sha256 == first.weights_sha256 and again.history == first.history
+
+
+def test_sigkill_mid_training_then_resume_equals_uninterrupted(mnist5k, tmp_path):
+    config = RunConfig(**(SMALL | {"epochs": 3}))
+    uninterrupted = train_run(config, mnist5k, tmp_path / "clean")
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        from cnnrepro.data import load_dataset
+        from cnnrepro.train import RunConfig, train_run
+        config = RunConfig(**{SMALL!r} | {{"epochs": 3}})
+        def die(result, epoch):
+            if epoch.epoch == 1:
+                os.kill(os.getpid(), signal.SIGKILL)
+        train_run(config, load_dataset("mnist5k"), {str(tmp_path / "killed")!r}, on_epoch=die)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    state = load_checkpoint(tmp_path / "killed" / f"{config.key()}.pt")
+    assert len(state["history"]) == 1 and state["status"] == "running"
+    resumed = train_run(config, mnist5k, tmp_path / "killed")
+    assert resumed.status == "finished" and resumed.weights_sha256 == uninterrupted.weights_sha256
+    assert [e.train_loss for e in resumed.history] == [e.train_loss for e in uninterrupted.history]
+
+
+def test_a_diverging_run_is_recorded(mnist5k, tmp_path):
+    result = train_run(RunConfig(**(SMALL | {"lr": 1e12})), mnist5k, tmp_path)
+    assert result.status == "diverged"
+    assert load_checkpoint(tmp_path / f"{result.config.key()}.pt")["status"] == "diverged"
+
+
+def test_googlenet_aux_losses_train(mnist5k, tmp_path):
+    config = RunConfig(
+        model="googlenet",
+        dataset="mnist5k",
+        epochs=1,
+        batch_size=32,
+        lr=0.01,
+        width=0.125,
+        input_size=32,
+        train_subset=64,
+        test_subset=32,
+        model_config=(("aux_logits", True),),
+    )
+    assert train_run(config, mnist5k, tmp_path).status == "finished"
+
+
+def test_derived_seeds_are_distinct_and_stable():
+    seeds = {derive_seed(0, p) for p in ("init", "data", "augment", "dropout")}
+    assert len(seeds) == 4 and derive_seed(7, "init") == derive_seed(7, "init") != derive_seed(8, "init")
+    with pytest.raises(ValueError, match="purpose"):
+        derive_seed(0, "weights")
+
+
+def test_config_errors_and_identity():
+    assert RunConfig(**SMALL).key() == RunConfig(**SMALL).key() != RunConfig(**SMALL, seed=5).key()
+    with pytest.raises(ValueError, match="schedule"):
+        RunConfig(**SMALL, schedule="linear")
+    with pytest.raises(ValueError, match="epochs"):
+        RunConfig(**(SMALL | {"epochs": 0}))
+
+
+def test_atomic_save_leaves_no_temp_files(tmp_path):
+    save_atomic({"x": torch.ones(3)}, tmp_path / "c.pt")
+    save_atomic({"x": torch.zeros(3)}, tmp_path / "c.pt")
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+    assert torch.equal(load_checkpoint(tmp_path / "c.pt")["x"], torch.zeros(3))
+    assert load_checkpoint(tmp_path / "missing.pt") is None
+    assert not os.path.exists(tmp_path / "missing.pt")
