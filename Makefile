@@ -13,7 +13,7 @@ CUDA_CHECK_DIR ?= build/cuda-check
 PY := $(VENV)/bin/python
 SOURCES := setup.py pyproject.toml $(shell find csrc -type f 2>/dev/null)
 
-.PHONY: run test bench check-cuda lint clean
+.PHONY: run demo test bench check-cuda lint clean
 
 # A venv with torch, the build tools (--no-build-isolation uses the venv's own), then our package.
 # $(1): venv dir, $(2): torch spec.
@@ -29,6 +29,9 @@ $(VENV)/.installed: $(SOURCES)
 	touch $@
 
 run: $(VENV)/.installed
+	$(PY) -m cnnrepro.run --all
+
+demo: $(VENV)/.installed
 	$(PY) -m cnnrepro.demo
 
 test: $(VENV)/.installed

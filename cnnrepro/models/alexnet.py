@@ -3,7 +3,7 @@
 import torch
 
 from cnnrepro import nn as cnn
-from cnnrepro.models.blocks import classifier, conv_relu, flat_features, max_pool, scaled
+from cnnrepro.models.blocks import classifier, conv_relu, flat_features, init_relu_network, max_pool, scaled
 from cnnrepro.models.registry import register_model
 
 
@@ -42,4 +42,4 @@ def alexnet(num_classes, in_channels, backend, width, input_size=224, dropout=0.
     head = classifier(
         flat_features(features, in_channels, input_size), scaled(4096, width), num_classes, dropout
     )
-    return torch.nn.Sequential(features, head)
+    return init_relu_network(torch.nn.Sequential(features, head))

@@ -54,3 +54,19 @@ def classifier(in_features, hidden, num_classes, dropout) -> torch.nn.Sequential
         torch.nn.Dropout(dropout),
         torch.nn.Linear(hidden, num_classes),
     )
+
+
+def init_relu_network(model: torch.nn.Module) -> torch.nn.Module:
+    """torchvision's initialization for deep ReLU nets without BatchNorm (its VGG's): He-normal
+    convs (fan_out), N(0, 0.01) linear layers, zero biases. PyTorch's default init shrinks the
+    signal layer after layer, and AlexNet, VGG and NiN then barely move in a short run."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, torch.nn.Linear):
+            torch.nn.init.normal_(module.weight, 0, 0.01)
+        else:
+            continue
+        if module.bias is not None:
+            torch.nn.init.zeros_(module.bias)
+    return model

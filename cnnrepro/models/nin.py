@@ -2,7 +2,7 @@
 
 import torch
 
-from cnnrepro.models.blocks import GlobalAvgPool, conv_relu, max_pool, scaled
+from cnnrepro.models.blocks import GlobalAvgPool, conv_relu, init_relu_network, max_pool, scaled
 from cnnrepro.models.registry import register_model
 
 
@@ -26,14 +26,16 @@ def nin(num_classes, in_channels, backend, width, dropout=0.5):
     a 3x3/2 max-pool, dropout, a last NiN block with one map per class, and global average pooling:
     no fully connected layer. The channel plan is d2l's ImageNet version of the paper's network."""
     c1, c2, c3 = (scaled(c, width) for c in (96, 256, 384))
-    return torch.nn.Sequential(
-        nin_block(in_channels, c1, 11, 4, 0),
-        max_pool(3, 2, backend=backend),
-        nin_block(c1, c2, 5, 1, 2),
-        max_pool(3, 2, backend=backend),
-        nin_block(c2, c3, 3, 1, 1),
-        max_pool(3, 2, backend=backend),
-        torch.nn.Dropout(dropout),
-        nin_block(c3, num_classes, 3, 1, 1),
-        GlobalAvgPool(),
+    return init_relu_network(
+        torch.nn.Sequential(
+            nin_block(in_channels, c1, 11, 4, 0),
+            max_pool(3, 2, backend=backend),
+            nin_block(c1, c2, 5, 1, 2),
+            max_pool(3, 2, backend=backend),
+            nin_block(c2, c3, 3, 1, 1),
+            max_pool(3, 2, backend=backend),
+            torch.nn.Dropout(dropout),
+            nin_block(c3, num_classes, 3, 1, 1),
+            GlobalAvgPool(),
+        )
     )

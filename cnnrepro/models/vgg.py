@@ -2,7 +2,15 @@
 
 import torch
 
-from cnnrepro.models.blocks import classifier, conv_bn_relu, conv_relu, flat_features, max_pool, scaled
+from cnnrepro.models.blocks import (
+    classifier,
+    conv_bn_relu,
+    conv_relu,
+    flat_features,
+    init_relu_network,
+    max_pool,
+    scaled,
+)
 from cnnrepro.models.registry import register_model
 
 PAPER = "Simonyan, Zisserman. Very deep convolutional networks for large-scale image recognition. ICLR 2015"
@@ -62,7 +70,7 @@ def _register(name: str, batch_norm: bool):
         head = classifier(
             flat_features(feats, in_channels, input_size), scaled(4096, width), num_classes, dropout
         )
-        return torch.nn.Sequential(feats, head)
+        return init_relu_network(torch.nn.Sequential(feats, head))
 
     build.__doc__ = (
         f"VGG configuration {'ABDE'[list(CONFIGS).index(name)]} ({name}): 3x3 convs with padding 1, 2x2/2 "

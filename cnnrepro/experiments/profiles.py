@@ -1,0 +1,116 @@
+"""Profiles: how big and how long. A profile may scale width, resolution, data and epochs, never
+a network's layer sequence; the report states exactly what each run used (its RunConfig)."""
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One model's training recipe within a profile."""
+
+    lr: float
+    input_size: int | None = None  # None: the dataset's resolution
+    batch_size: int | None = None  # None: the profile's
+    width: float | None = None  # None: the profile's
+    model_config: tuple = ()
+    schedule: str | None = None
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    dataset: str
+    epochs: int
+    batch_size: int
+    width: float
+    train_subset: int | None
+    test_subset: int | None
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    milestones: tuple[int, ...] = ()
+    recipes: dict[str, Recipe] = field(default_factory=dict)
+    default_recipe: Recipe = Recipe(lr=0.05)
+
+    def recipe(self, model: str) -> Recipe:
+        return self.recipes.get(model, self.default_recipe)
+
+
+# Small inputs for the classic nets: each at (or just above) the smallest resolution its layer
+# sequence accepts, LeNet with ReLU and max-pooling (the d2l recipe's sigmoid needs far more steps).
+_CPU_RECIPES = {
+    "lenet5": Recipe(lr=0.05, input_size=28, model_config=(("activation", "relu"), ("pooling", "max"))),
+    "alexnet": Recipe(lr=0.02, input_size=64),
+    "vgg11": Recipe(lr=0.05, input_size=32),
+    "nin": Recipe(lr=0.01, input_size=68),
+    "googlenet": Recipe(lr=0.05, input_size=32),
+    "resnet18": Recipe(lr=0.05, input_size=32),
+    "densenet-d2l": Recipe(lr=0.05, input_size=32),
+}
+
+PROFILES = {
+    "smoke": Profile(
+        "smoke",
+        "seconds per model: every suite end to end, for CI",
+        "mnist5k",
+        epochs=1,
+        batch_size=32,
+        width=0.125,
+        train_subset=128,
+        test_subset=64,
+        recipes=_CPU_RECIPES,
+    ),
+    "quick": Profile(
+        "quick",
+        "the default on a CPU: small widths and inputs, a few epochs on mnist5k",
+        "mnist5k",
+        epochs=6,
+        batch_size=64,
+        width=0.25,
+        train_subset=None,
+        test_subset=None,
+        recipes=_CPU_RECIPES,
+        default_recipe=Recipe(lr=0.05),
+    ),
+    "paper": Profile(
+        "paper",
+        "He et al.'s CIFAR-10 recipe (batch 128, lr 0.1 /10 at 32k and 48k iterations, 64k in all, "
+        "wd 1e-4, crop+flip); the canonical models at their papers' input sizes",
+        "cifar10",
+        epochs=164,
+        batch_size=128,
+        width=1.0,
+        train_subset=None,
+        test_subset=None,
+        weight_decay=1e-4,
+        schedule="multistep",
+        milestones=(32_000, 48_000),
+        default_recipe=Recipe(lr=0.1),
+        recipes={
+            "lenet5": Recipe(
+                lr=0.05, input_size=32, model_config=(("activation", "relu"), ("pooling", "max"))
+            )
+        },
+    ),
+    "d2l": Profile(
+        "d2l",
+        "d2l chapter 7's recipes on Fashion-MNIST: 10 epochs of plain SGD",
+        "fashion-mnist",
+        epochs=10,
+        batch_size=128,
+        width=1.0,
+        train_subset=None,
+        test_subset=None,
+        weight_decay=0.0,
+        schedule="constant",
+        recipes={
+            "lenet5": Recipe(lr=0.9, input_size=28, batch_size=256),
+            "alexnet": Recipe(lr=0.01, input_size=224),
+            "vgg11": Recipe(lr=0.05, input_size=224, width=0.25),
+            "nin": Recipe(lr=0.1, input_size=224),
+            "googlenet": Recipe(lr=0.1, input_size=96),
+            "resnet18": Recipe(lr=0.05, input_size=96, batch_size=256),
+            "densenet-d2l": Recipe(lr=0.1, input_size=96, batch_size=256),
+        },
+    ),
+}

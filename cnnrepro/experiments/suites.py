@@ -1,0 +1,46 @@
+"""Suites: which models a run of the runner trains, turned into RunConfigs by a profile."""
+
+from cnnrepro.experiments.profiles import Profile
+from cnnrepro.train import RunConfig
+
+SUITES = {
+    # One network of each family in the lineage.
+    "classic": ["lenet5", "alexnet", "vgg11", "nin", "googlenet", "resnet18", "densenet-d2l"],
+    # He et al. Figure 6: plain nets against their residual twins at depths spanning 5.5x.
+    "degradation": [f"{kind}{depth}" for depth in (20, 32, 56, 110) for kind in ("plain", "resnet")],
+}
+
+
+def plan_runs(
+    models: list[str],
+    profile: Profile,
+    seeds: list[int],
+    dataset: str | None = None,
+    backend="custom",
+    epochs: int | None = None,
+) -> list[RunConfig]:
+    """The RunConfig of every (model, seed) under the profile."""
+    runs = []
+    for model in models:
+        recipe = profile.recipe(model)
+        for seed in seeds:
+            runs.append(
+                RunConfig(
+                    model=model,
+                    dataset=dataset or profile.dataset,
+                    seed=seed,
+                    epochs=epochs or profile.epochs,
+                    batch_size=recipe.batch_size or profile.batch_size,
+                    lr=recipe.lr,
+                    weight_decay=profile.weight_decay,
+                    schedule=recipe.schedule or profile.schedule,
+                    milestones=profile.milestones,
+                    backend=backend,
+                    width=recipe.width or profile.width,
+                    input_size=recipe.input_size,
+                    train_subset=profile.train_subset,
+                    test_subset=profile.test_subset,
+                    model_config=recipe.model_config,
+                )
+            )
+    return runs

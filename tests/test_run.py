@@ -1,0 +1,89 @@
+"""The runner's command line: the smoke profile end to end, skipping finished runs, and clear
+errors for bad values."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from cnnrepro.experiments import SUITES
+from cnnrepro.run import main
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def smoke_all(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke")
+    assert main(["--profile", "smoke", "--all", "--out", str(out)]) == 0
+    return out
+
+
+def test_smoke_all_writes_every_file_with_every_model(smoke_all):
+    runs = read_csv(smoke_all / "runs.csv")
+    expected = {m for ms in SUITES.values() for m in ms}
+    assert {r["model"] for r in runs} == expected
+    assert all(r["status"] == "finished" and len(r["weights_sha256"]) == 64 for r in runs)
+    assert all(int(r["params"]) > 0 and int(r["macs"]) > 0 for r in runs)
+    results = read_csv(smoke_all / "results.csv")
+    assert {r["key"] for r in results} == {r["key"] for r in runs}
+    env = json.loads((smoke_all / "env.json").read_text())
+    assert env["build_info"]["torch_matches"] and env["profile"]["name"] == "smoke"
+    plain, residual = (next(r for r in runs if r["model"] == m) for m in ("plain20", "resnet20"))
+    assert plain["params"] == residual["params"]
+
+
+def test_a_rerun_skips_finished_runs_and_keeps_one_row_each(smoke_all, capsys):
+    before = read_csv(smoke_all / "runs.csv")
+    assert main(["--profile", "smoke", "--models", "lenet5", "resnet20", "--out", str(smoke_all)]) == 0
+    assert "lenet5 seed 0" not in capsys.readouterr().err
+    after = read_csv(smoke_all / "runs.csv")
+    assert sorted(r["key"] for r in after) == sorted(r["key"] for r in before)
+
+
+def test_force_and_verify_determinism(smoke_all):
+    assert (
+        main(
+            [
+                "--profile",
+                "smoke",
+                "--models",
+                "lenet5",
+                "--force",
+                "--verify-determinism",
+                "--out",
+                str(smoke_all),
+            ]
+        )
+        == 0
+    )
+    lenet = [r for r in read_csv(smoke_all / "runs.csv") if r["model"] == "lenet5"]
+    assert len(lenet) == 1 and lenet[0]["determinism"] == "matched"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        ([], "say what to run"),
+        (["--all", "--profile", "huge"], "invalid choice: 'huge'"),
+        (["--all", "--epochs", "0"], "must be >= 1"),
+        (["--all", "--dataset", "imagenet"], "invalid choice: 'imagenet'"),
+        (["--models", "resnet7"], "matches no model"),
+    ],
+)
+def test_bad_values_get_clear_errors(argv, message, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "cnnrepro.run", *argv, "--out", str(tmp_path)], capture_output=True, text=True
+    )
+    assert proc.returncode != 0 and message in proc.stderr
+
+
+def test_list(capsys):
+    assert main(["--list"]) == 0
+    listing = capsys.readouterr().out
+    assert "resnet110" in listing and "degradation" in listing and "mnist5k" in listing
