@@ -20,8 +20,10 @@ def alexnet(num_classes, in_channels, backend, width, input_size=224, dropout=0.
     """AlexNet as one tower: conv 96-11x11/4, LRN, overlapping max-pool 3x3/2, conv 256-5x5, LRN,
     max-pool, conv 384, 384, 256 (3x3), max-pool, FC 4096-4096-classes with dropout 0.5. LRN with the
     paper's constants (k=2, n=5, alpha=1e-4, beta=0.75; alpha not divided by n). Differs from the
-    paper: one tower instead of two GPU halves (same layer sizes, no grouped connections), padding 2
-    on conv1 so a 224 input gives the paper's 55x55 maps. The first FC's width follows input_size."""
+    paper: one tower instead of two GPU halves (same layer sizes, no grouped connections); padding 2
+    on conv1, so a 224 input gives the paper's 55x55 maps; He-normal convs instead of the paper's
+    N(0, 0.01) with unit biases, which trains far slower at small widths. The first FC's width
+    follows input_size."""
     c1, c2, c3, c4, c5 = (scaled(c, width) for c in (96, 256, 384, 384, 256))
 
     def lrn():
@@ -42,4 +44,4 @@ def alexnet(num_classes, in_channels, backend, width, input_size=224, dropout=0.
     head = classifier(
         flat_features(features, in_channels, input_size), scaled(4096, width), num_classes, dropout
     )
-    return init_relu_network(torch.nn.Sequential(features, head))
+    return init_relu_network(torch.nn.Sequential(features, head), linear_std=None)

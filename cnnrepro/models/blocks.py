@@ -56,15 +56,16 @@ def classifier(in_features, hidden, num_classes, dropout) -> torch.nn.Sequential
     )
 
 
-def init_relu_network(model: torch.nn.Module) -> torch.nn.Module:
-    """torchvision's initialization for deep ReLU nets without BatchNorm (its VGG's): He-normal
-    convs (fan_out), N(0, 0.01) linear layers, zero biases. PyTorch's default init shrinks the
-    signal layer after layer, and AlexNet, VGG and NiN then barely move in a short run."""
+def init_relu_network(model: torch.nn.Module, linear_std: float | None = 0.01) -> torch.nn.Module:
+    """He-normal convs (fan_out) with zero biases, as torchvision's VGG; linear layers N(0,
+    linear_std) with zero biases, or PyTorch's default where linear_std is None. PyTorch's default
+    conv init shrinks the signal layer after layer, and AlexNet, VGG and NiN then sit at chance
+    through a short run."""
     for module in model.modules():
         if isinstance(module, torch.nn.Conv2d):
             torch.nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(module, torch.nn.Linear):
-            torch.nn.init.normal_(module.weight, 0, 0.01)
+        elif isinstance(module, torch.nn.Linear) and linear_std is not None:
+            torch.nn.init.normal_(module.weight, 0, linear_std)
         else:
             continue
         if module.bias is not None:
