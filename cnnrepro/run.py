@@ -115,7 +115,15 @@ def environment(args, device: str) -> dict:
 
 def run_one(config: RunConfig, dataset, store: ResultsStore, device: str, verify: bool):
     """Trains (or resumes) one run, twice with verify; returns its runs.csv row and epoch rows."""
-    result = train_run(config, dataset, store.checkpoints, device)
+    with tqdm(total=config.epochs, desc=f"  {config.model}", unit="epoch", leave=False) as bar:
+
+        def show(result, epoch):
+            bar.n = len(result.history)
+            if epoch is not None:
+                bar.set_postfix(loss=f"{epoch.train_loss:.3f}", test_acc=f"{epoch.test_acc:.3f}")
+            bar.refresh()
+
+        result = train_run(config, dataset, store.checkpoints, device, on_epoch=show)
     determinism = "not checked"
     if verify and result.status == "finished":
         again = train_run(config, dataset, store.checkpoints / "verify", device)

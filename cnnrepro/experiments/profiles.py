@@ -37,13 +37,14 @@ class Profile:
 
 
 # Small inputs for the classic nets: each at (or just above) the smallest resolution its layer
-# sequence accepts, LeNet with ReLU and max-pooling (the d2l recipe's sigmoid needs far more steps).
+# sequence accepts, LeNet with ReLU and max-pooling (the d2l recipe's sigmoid needs far more steps),
+# GoogLeNet with its auxiliary classifiers (their losses weighted 0.3 in training, as the paper).
 _CPU_RECIPES = {
     "lenet5": Recipe(lr=0.05, input_size=28, model_config=(("activation", "relu"), ("pooling", "max"))),
     "alexnet": Recipe(lr=0.02, input_size=64),
     "vgg11": Recipe(lr=0.05, input_size=32),
     "nin": Recipe(lr=0.01, input_size=68),
-    "googlenet": Recipe(lr=0.05, input_size=32),
+    "googlenet": Recipe(lr=0.05, input_size=32, model_config=(("aux_logits", True),)),
     "resnet18": Recipe(lr=0.05, input_size=32),
     "densenet-d2l": Recipe(lr=0.05, input_size=32),
 }
