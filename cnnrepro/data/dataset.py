@@ -1,5 +1,6 @@
 """The in-memory dataset: uint8 images in, normalized float tensors out."""
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -54,29 +55,13 @@ class Dataset:
             images = F.interpolate(split.images, size=(size, size), mode="bilinear", align_corners=False)
             return Split(images, split.labels)
 
-        return Dataset(
-            self.name,
-            resize(self.train),
-            resize(self.test),
-            self.num_classes,
-            self.mean,
-            self.std,
-            self.augment,
-            {**self.notes, "resized_to": size},
+        return dataclasses.replace(
+            self, train=resize(self.train), test=resize(self.test), notes={**self.notes, "resized_to": size}
         )
 
     def to(self, device) -> "Dataset":
         """The whole dataset on ``device`` (e.g. the GPU, to skip host-to-device copies per batch)."""
-        return Dataset(
-            self.name,
-            self.train.to(device),
-            self.test.to(device),
-            self.num_classes,
-            self.mean,
-            self.std,
-            self.augment,
-            self.notes,
-        )
+        return dataclasses.replace(self, train=self.train.to(device), test=self.test.to(device))
 
 
 def normalized(images_uint8: torch.Tensor, mean, std) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""The memory format a kernel runs in, mirrored from csrc/common.h for the fake kernels."""
+"""Shared argument helpers of the ops: the memory format a kernel runs in (mirrored from
+csrc/common.h for the fake kernels), and int-or-pair arguments."""
 
 import torch
 
@@ -21,3 +22,11 @@ def empty_in_kernel_layout(x: torch.Tensor, shape=None, dtype=None) -> torch.Ten
         dtype=x.dtype if dtype is None else dtype,
         device=x.device,
     ).contiguous(memory_format=kernel_memory_format(x))
+
+
+def int_pair(value, what: str) -> list[int]:
+    """An int or a pair of ints (torch.nn style) as two ints; anything else is an error naming ``what``."""
+    values = [value, value] if isinstance(value, int) else list(value)
+    if len(values) != 2 or not all(isinstance(v, int) for v in values):
+        raise ValueError(f"{what} must be an int or a pair of ints, got {value!r}")
+    return values

@@ -5,11 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import cnnrepro._build  # noqa: F401  (loads _C, which defines the ops)
-from cnnrepro.ops._layout import empty_in_kernel_layout
-
-
-def _pair(value) -> list[int]:
-    return [value, value] if isinstance(value, int) else list(value)
+from cnnrepro.ops._layout import empty_in_kernel_layout, int_pair
 
 
 def conv_bn_relu(
@@ -35,7 +31,10 @@ def conv_bn_relu(
     folds the running statistics into the convolution's weight and bias (see :func:`fold_bn`).
     ``bn_weight``/``bn_bias`` None means a BatchNorm without affine parameters.
     """
-    stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
+    stride, padding, dilation = (
+        int_pair(v, f"conv_bn_relu: {n}")
+        for v, n in ((stride, "stride"), (padding, "padding"), (dilation, "dilation"))
+    )
     if not training:
         if running_mean is None or running_var is None:
             raise ValueError("conv_bn_relu: training=False needs running_mean and running_var")

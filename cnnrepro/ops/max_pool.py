@@ -3,14 +3,11 @@
 import torch
 
 import cnnrepro._build  # noqa: F401  (loads _C, which defines the ops)
-from cnnrepro.ops._layout import empty_in_kernel_layout
+from cnnrepro.ops._layout import empty_in_kernel_layout, int_pair
 
 
 def _pair(value, name: str) -> list[int]:
-    values = [value, value] if isinstance(value, int) else list(value)
-    if len(values) != 2 or not all(isinstance(v, int) for v in values):
-        raise ValueError(f"max_pool2d_with_argmax: {name} must be an int or a pair of ints, got {value!r}")
-    return values
+    return int_pair(value, f"max_pool2d_with_argmax: {name}")
 
 
 def pool_args(kernel_size, stride=None, padding=0, dilation=1) -> tuple[list[int], ...]:
