@@ -159,6 +159,13 @@ inline at::Tensor finish_backward(const at::Tensor& grad_output, const at::Tenso
   return grad_output.dim() == 3 ? grad_input.squeeze(0) : grad_input;
 }
 
+// Whether an argmax lands in the input plane. It does not only for a window lying wholly in the
+// padding (possible with dilation), whose output is -inf and whose index, as native's, points past
+// the plane: such a window routes no gradient (native would write out of bounds there).
+C10_HOST_DEVICE inline bool in_plane_range(int64_t index, int64_t plane_size) {
+  return index >= 0 && index < plane_size;
+}
+
 // The first in-bounds tap of a window that starts at `start` (may be negative, in the padding).
 C10_HOST_DEVICE inline int64_t first_tap(int64_t start, int64_t dilation) {
   while (start < 0) start += dilation;
