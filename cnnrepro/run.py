@@ -22,7 +22,8 @@ import cnnrepro
 from cnnrepro import models
 from cnnrepro.data import DownloadError, list_datasets, load_dataset
 from cnnrepro.experiments import PROFILES, SUITES, plan_runs
-from cnnrepro.experiments.store import ResultsStore
+from cnnrepro.report import write_report
+from cnnrepro.report.store import ResultsStore
 from cnnrepro.train import RunConfig, set_deterministic, train_run
 from cnnrepro.train.engine import build_model
 
@@ -51,6 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     out = parser.add_argument_group("output")
     out.add_argument("--out", type=Path, help="default: reports/<profile>-<dataset>/")
     out.add_argument("--force", action="store_true", help="retrain runs that already finished")
+    out.add_argument("--no-report", action="store_true", help="skip writing the report at the end")
     out.add_argument(
         "--verify-determinism", action="store_true", help="train every run twice, compare weights"
     )
@@ -135,6 +137,10 @@ def run_one(config: RunConfig, dataset, store: ResultsStore, device: str, verify
         ]
     )
     last = result.history[-1] if result.history else None
+
+    def median_of(field: str):
+        return statistics.median(getattr(e, field) for e in result.history) if last else ""
+
     common = {"key": config.key(), "model": config.model, "seed": config.seed, "backend": config.backend}
     epoch_rows = [common | dataclasses.asdict(e) for e in result.history]
     run_row = common | {
@@ -146,9 +152,8 @@ def run_one(config: RunConfig, dataset, store: ResultsStore, device: str, verify
         "params": result.params,
         "macs": macs,
         "train_time_s": sum(e.epoch_time_s for e in result.history),
-        "train_examples_per_s": statistics.median(e.train_examples_per_s for e in result.history)
-        if last
-        else "",
+        "train_examples_per_s": median_of("train_examples_per_s"),
+        "test_examples_per_s": median_of("test_examples_per_s"),
         "weights_sha256": result.weights_sha256,
         "determinism": determinism,
         "config": json.dumps(dataclasses.asdict(config), sort_keys=True),
@@ -206,6 +211,8 @@ def main(argv=None) -> int:
             f"  {run_row['status']}: test acc {run_row['test_acc']}, {time.perf_counter() - started:.1f} s"
         )
     print_summary(rows, out)
+    if rows and not args.no_report:
+        print(f"report: {write_report(out)}")
     for model, error in failures:
         print(f"FAILED {model}: {error}", file=sys.stderr)
     return 1 if failures else 0
@@ -221,7 +228,7 @@ def print_summary(rows: list[dict], out: Path) -> None:
             f"{row['suite']:<12} {row['model']:<14} {row['seed']:>4} {row['status']:<9} {train:>9} {test:>9} "
             f"{int(row['params']):>11,}"
         )
-    print(f"\nresults in {out}/ (results.csv, runs.csv, env.json)")
+    print(f"\nresults in {out}/ (results.csv, runs.csv, env.json; the report: summary.csv, index.html)")
 
 
 if __name__ == "__main__":

@@ -36,11 +36,17 @@ def test_smoke_all_writes_every_file_with_every_model(smoke_all):
     assert env["build_info"]["torch_matches"] and env["profile"]["name"] == "smoke"
     plain, residual = (next(r for r in runs if r["model"] == m) for m in ("plain20", "resnet20"))
     assert plain["params"] == residual["params"]
+    # the report is written at the end
+    assert {r["model"] for r in read_csv(smoke_all / "summary.csv")} == expected
+    assert (smoke_all / "degradation.png").exists() and 'id="claims"' in (
+        smoke_all / "index.html"
+    ).read_text()
 
 
 def test_a_rerun_skips_finished_runs_and_keeps_one_row_each(smoke_all, capsys):
     before = read_csv(smoke_all / "runs.csv")
-    assert main(["--profile", "smoke", "--models", "lenet5", "resnet20", "--out", str(smoke_all)]) == 0
+    argv = ["--profile", "smoke", "--models", "lenet5", "resnet20", "--out", str(smoke_all), "--no-report"]
+    assert main(argv) == 0
     assert "lenet5 seed 0" not in capsys.readouterr().err
     after = read_csv(smoke_all / "runs.csv")
     assert sorted(r["key"] for r in after) == sorted(r["key"] for r in before)
@@ -64,6 +70,7 @@ def test_force_and_verify_determinism(smoke_all):
     )
     lenet = [r for r in read_csv(smoke_all / "runs.csv") if r["model"] == "lenet5"]
     assert len(lenet) == 1 and lenet[0]["determinism"] == "matched"
+    assert ">matched<" in (smoke_all / "index.html").read_text(), "the report shows the check"
 
 
 @pytest.mark.parametrize(

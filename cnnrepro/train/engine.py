@@ -69,6 +69,7 @@ class EpochResult:
     test_acc: float
     epoch_time_s: float
     train_examples_per_s: float  # step time only: forward, backward, optimizer
+    test_examples_per_s: float = float("nan")  # inference over the test split (nan: older checkpoints)
 
 
 @dataclass
@@ -203,35 +204,55 @@ def train_run(
     return result
 
 
-def _train_epoch(model, optimizer, scheduler, train, test, config, data_gen, augment_gen, augment, epoch):
-    """One pass over the training split, then the test split; None if the loss stopped being finite."""
+@dataclass
+class PassStats:
+    examples: int = 0
+    loss_sum: float = 0.0
+    correct: int = 0
+    step_time_s: float = 0.0  # forward, backward and optimizer step, not the batching
+
+
+def train_pass(model, optimizer, scheduler, batch_source, aux_weight: float) -> PassStats | None:
+    """One pass of SGD steps over ``batch_source`` (any iterable of (images, labels)); None as soon
+    as the loss stops being finite."""
     model.train()
-    start = time.perf_counter()
-    step_time, seen, loss_sum, correct = 0.0, 0, 0.0, 0
-    for images, labels in batches(
-        train, config.batch_size, data_gen, augment=augment, augment_generator=augment_gen
-    ):
+    stats = PassStats()
+    for images, labels in batch_source:
         step_start = time.perf_counter()
         output = model(images)
-        loss = loss_of(output, labels, config.aux_weight)
+        loss = loss_of(output, labels, aux_weight)
         if not torch.isfinite(loss):
             return None
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
-        step_time += time.perf_counter() - step_start
+        loss_value = loss.item()  # waits for the step's kernels, so the time is theirs on CUDA too
+        stats.step_time_s += time.perf_counter() - step_start
         logits = output[0] if isinstance(output, tuple) else output
-        seen += len(labels)
-        loss_sum += loss.item() * len(labels)
-        correct += (logits.argmax(1) == labels).sum().item()
+        stats.examples += len(labels)
+        stats.loss_sum += loss_value * len(labels)
+        stats.correct += (logits.argmax(1) == labels).sum().item()
+    return stats
+
+
+def _train_epoch(model, optimizer, scheduler, train, test, config, data_gen, augment_gen, augment, epoch):
+    """One pass over the training split, then the test split; None if the loss stopped being finite."""
+    start = time.perf_counter()
+    source = batches(train, config.batch_size, data_gen, augment=augment, augment_generator=augment_gen)
+    stats = train_pass(model, optimizer, scheduler, source, config.aux_weight)
+    if stats is None:
+        return None
+    test_start = time.perf_counter()
     test_loss, test_acc = evaluate(model, test, config.batch_size)
+    test_time = time.perf_counter() - test_start
     return EpochResult(
         epoch,
-        loss_sum / seen,
-        correct / seen,
+        stats.loss_sum / stats.examples,
+        stats.correct / stats.examples,
         test_loss,
         test_acc,
         time.perf_counter() - start,
-        seen / step_time,
+        stats.examples / stats.step_time_s,
+        len(test) / test_time,
     )

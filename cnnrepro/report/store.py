@@ -25,6 +25,7 @@ RESULT_FIELDS = [
     "test_acc",
     "epoch_time_s",
     "train_examples_per_s",
+    "test_examples_per_s",
 ]
 RUN_FIELDS = [
     "suite",
@@ -42,17 +43,20 @@ RUN_FIELDS = [
     "macs",
     "train_time_s",
     "train_examples_per_s",
+    "test_examples_per_s",
     "weights_sha256",
     "determinism",
     "config",
 ]
 
 
-def write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Writes ``data`` to a temp file beside ``path``, then renames it over ``path``: a reader sees
+    the old file or the new one, never a torn one."""
     handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(handle, "w") as f:
-            f.write(text)
+        with os.fdopen(handle, "wb" if isinstance(data, bytes) else "w") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(temp, path)

@@ -1,0 +1,111 @@
+"""The report's figures, drawn with matplotlib's object API (Figure, never pyplot's global state)
+and returned as PNG bytes."""
+
+import io
+import math
+
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+KIND_STYLE = {"plain": {"color": "tab:red"}, "residual": {"color": "tab:blue"}}
+
+
+def png_bytes(fig: Figure) -> bytes:
+    """The figure as PNG, with no timestamp or software tag, so the same data gives the same bytes."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def learning_curves(runs: pd.DataFrame, epochs: pd.DataFrame) -> Figure:
+    """One small multiple per model: train loss (left axis) and test accuracy (right) per epoch,
+    one line per seed."""
+    groups = runs.groupby(["suite", "model", "backend"], sort=False)  # in the order they ran
+    cols = min(4, max(1, groups.ngroups))
+    rows = max(1, math.ceil(groups.ngroups / cols))
+    fig = Figure(figsize=(3.2 * cols, 2.4 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, ((suite, model, backend), group) in zip(axes, groups, strict=False):
+        accuracy_ax = ax.twinx()
+        for key in group["key"]:
+            run = epochs[epochs["key"] == key].sort_values("epoch")
+            ax.plot(run["epoch"], run["train_loss"], color="tab:orange", marker=".")
+            accuracy_ax.plot(run["epoch"], run["test_acc"], color="tab:green", marker=".")
+        ax.set_title(f"{model} ({suite}, {backend})", fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("train loss", color="tab:orange", fontsize=8)
+        accuracy_ax.set_ylabel("test accuracy", color="tab:green", fontsize=8)
+        accuracy_ax.set_ylim(0, 1)
+        ax.tick_params(labelsize=7)
+        accuracy_ax.tick_params(labelsize=7)
+    for ax in axes[groups.ngroups :]:
+        ax.set_visible(False)
+    return fig
+
+
+def accuracy_vs_cost(summary: pd.DataFrame) -> Figure:
+    """Final test accuracy against parameters and against training time (both log scale)."""
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    by_params, by_time = fig.subplots(1, 2)
+    for suite, group in summary.groupby("suite"):
+        for ax, x in ((by_params, "params"), (by_time, "train_time_s")):
+            ax.scatter(group[x], group["test_acc_mean"], label=suite)
+            for _, row in group.iterrows():
+                ax.annotate(row["model"], (row[x], row["test_acc_mean"]), fontsize=7)
+    for ax, label in ((by_params, "parameters"), (by_time, "training time (s, all epochs)")):
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("final test accuracy (mean over seeds)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return fig
+
+
+def degradation(curves: pd.DataFrame, table: pd.DataFrame, caption: str) -> Figure:
+    """He et al. Figure 6: final training error against depth, plain vs residual (left), and the
+    per-epoch training error of every depth, plain (middle) and residual (right)."""
+    fig = Figure(figsize=(13, 4), layout="constrained")
+    final_ax, plain_ax, residual_ax = fig.subplots(1, 3)
+    for kind in ("plain", "residual"):
+        final_ax.plot(table["depth"], 100 * table[kind], marker="o", label=kind, **KIND_STYLE[kind])
+    final_ax.set_xlabel("depth (layers)")
+    final_ax.set_ylabel("final training error (%)")
+    final_ax.set_xticks(table["depth"])
+    final_ax.legend()
+    for ax, kind in ((plain_ax, "plain"), (residual_ax, "residual")):
+        depths = sorted(curves.loc[curves["kind"] == kind, "depth"].unique())
+        for shade, depth in enumerate(depths, start=1):
+            curve = curves[(curves["kind"] == kind) & (curves["depth"] == depth)]
+            color = KIND_STYLE[kind]["color"]
+            alpha = 0.3 + 0.7 * shade / len(depths)
+            ax.plot(
+                curve["epoch"], 100 * curve["train_error"], color=color, alpha=alpha, label=f"{kind}-{depth}"
+            )
+        ax.set_title(f"{kind} nets", fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("training error (%)")
+        ax.legend(fontsize=8)
+    for ax in (final_ax, plain_ax, residual_ax):
+        ax.grid(alpha=0.3)
+    fig.suptitle(caption, fontsize=10)
+    return fig
+
+
+def speedups(table: pd.DataFrame, label_columns: list[str], title: str) -> Figure:
+    """Horizontal bars of custom-vs-native speedup per case, with the break-even line at 1x."""
+    labels = table[label_columns].astype(str).agg(" ".join, axis=1)
+    fig = Figure(figsize=(9, 0.8 + 0.22 * len(table)), layout="constrained")
+    ax = fig.subplots()
+    colors = ["tab:green" if s >= 1 else "tab:red" for s in table["speedup"]]
+    ax.barh(range(len(table)), table["speedup"], color=colors)
+    ax.set_yticks(range(len(table)), labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("speedup (native time / custom time, log scale)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    return fig

@@ -1,0 +1,50 @@
+"""Reading an output directory back: the runner's results store and, when they exist, the
+benchmark results (``make bench`` writes them to reports/bench/)."""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+BENCH_FILES = {"speedups": "speedups.csv", "models": "models.csv", "loops": "loops.csv"}
+
+
+class NoResultsError(Exception):
+    """The directory holds no results store to report on."""
+
+
+@dataclass
+class Results:
+    directory: Path
+    runs: pd.DataFrame  # runs.csv: one row per run
+    epochs: pd.DataFrame  # results.csv: one row per run and epoch
+    env: dict  # env.json: the last runner command's environment
+    bench_dir: Path
+    bench: dict[str, pd.DataFrame]  # speedups / models / loops, those that exist
+    bench_env: dict  # bench/env.json: machine, torch and threads of the benchmark run
+
+
+def default_bench_dir(directory: Path) -> Path:
+    """reports/<profile>-<dataset>/ reads reports/bench/, where ``make bench`` writes."""
+    return Path(directory).parent / "bench"
+
+
+def load_results(directory: Path, bench_dir: Path | None = None) -> Results:
+    directory = Path(directory)
+    runs_csv = directory / "runs.csv"
+    if not runs_csv.exists():
+        raise NoResultsError(
+            f"no results store in {directory}: runs.csv is missing "
+            "(train first: python -m cnnrepro.run --all --out DIR)"
+        )
+    runs = pd.read_csv(runs_csv, dtype={"key": str, "weights_sha256": str})
+    epochs_csv = directory / "results.csv"
+    epochs = pd.read_csv(epochs_csv, dtype={"key": str}) if epochs_csv.exists() else pd.DataFrame()
+    env_json = directory / "env.json"
+    env = json.loads(env_json.read_text()) if env_json.exists() else {}
+    bench_dir = Path(bench_dir) if bench_dir is not None else default_bench_dir(directory)
+    bench = {name: pd.read_csv(bench_dir / f) for name, f in BENCH_FILES.items() if (bench_dir / f).exists()}
+    bench_env_json = bench_dir / "env.json"
+    bench_env = json.loads(bench_env_json.read_text()) if bench_env_json.exists() else {}
+    return Results(directory, runs, epochs, env, bench_dir, bench, bench_env)

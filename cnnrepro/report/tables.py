@@ -1,0 +1,98 @@
+"""The report's tables, as pandas DataFrames computed from the results store alone."""
+
+import re
+
+import pandas as pd
+
+GROUP = ["suite", "model", "backend", "dataset", "profile"]  # runs that differ only in their seed
+
+SUMMARY_COLUMNS = [
+    *GROUP,
+    "seeds",
+    "status",
+    "params",
+    "macs",
+    "train_acc_mean",
+    "train_acc_sd",
+    "test_acc_mean",
+    "test_acc_sd",
+    "train_examples_per_s",
+    "test_examples_per_s",
+    "epoch_time_s",
+    "train_time_s",
+    "weights_sha256",
+]
+
+
+def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per model (per suite, backend, dataset and profile): final accuracies as the mean
+    and sample standard deviation over its seeds (sd 0 for one seed), mean speeds, and the weights
+    hash of each seed (first 12 hex digits) in seed order."""
+    rows = []
+    for key, group in runs.sort_values("seed").groupby(GROUP, sort=False):
+        rows.append(
+            dict(zip(GROUP, key, strict=True))
+            | {
+                "seeds": " ".join(str(s) for s in group["seed"]),
+                "status": " ".join(sorted(set(group["status"]))),
+                "params": int(group["params"].iloc[0]),
+                "macs": int(group["macs"].iloc[0]),
+                "train_acc_mean": group["train_acc"].mean(),
+                "train_acc_sd": _sd(group["train_acc"]),
+                "test_acc_mean": group["test_acc"].mean(),
+                "test_acc_sd": _sd(group["test_acc"]),
+                "train_examples_per_s": group["train_examples_per_s"].mean(),
+                "test_examples_per_s": group.get("test_examples_per_s", pd.Series(dtype=float)).mean(),
+                "epoch_time_s": (group["train_time_s"] / group["epochs"].where(group["epochs"] > 0)).mean(),
+                "train_time_s": group["train_time_s"].mean(),
+                "weights_sha256": " ".join(str(h)[:12] for h in group["weights_sha256"].fillna("")),
+            }
+        )
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def _sd(values: pd.Series) -> float:
+    values = values.dropna()
+    return float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
+def reproducibility_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Every run's weights hash and whether training it twice gave the same weights."""
+    columns = ["suite", "model", "backend", "seed", "status", "weights_sha256", "determinism"]
+    return runs.sort_values(["suite", "model", "backend", "seed"])[columns].reset_index(drop=True)
+
+
+DEPTH_NAME = re.compile(r"^(plain|resnet)(\d+)$")
+
+
+def degradation_curves(runs: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
+    """Per-epoch training error of the degradation suite: kind (plain/residual), depth, epoch,
+    train_error (mean over seeds; the running error over each epoch's batches, in train mode)."""
+    suite = runs[runs["suite"] == "degradation"]
+    if suite.empty or epochs.empty:
+        return pd.DataFrame(columns=["kind", "depth", "epoch", "train_error"])
+    rows = epochs[epochs["key"].isin(suite["key"])].copy()
+    parsed = rows["model"].str.extract(DEPTH_NAME)
+    rows["kind"] = parsed[0].map({"plain": "plain", "resnet": "residual"})
+    rows["depth"] = pd.to_numeric(parsed[1])
+    rows["train_error"] = 1 - rows["train_acc"]
+    rows = rows.dropna(subset=["kind"])
+    curves = rows.groupby(["kind", "depth", "epoch"], as_index=False)["train_error"].mean()
+    return curves.sort_values(["kind", "depth", "epoch"]).reset_index(drop=True)
+
+
+def degradation_table(curves: pd.DataFrame) -> pd.DataFrame:
+    """Final training error against depth: one row per depth, plain and residual side by side."""
+    if curves.empty:
+        return pd.DataFrame(columns=["depth", "plain", "residual"])
+    final = curves.sort_values("epoch").groupby(["kind", "depth"]).last()["train_error"].unstack("kind")
+    final = final.reindex(columns=["plain", "residual"])
+    return final.reset_index().rename_axis(columns=None)
+
+
+def profile_table(profile: dict) -> pd.DataFrame:
+    """The profile's per-model recipes (the settings every run of that model used)."""
+    recipes = profile.get("recipes") or {}
+    rows = [{"model": model} | recipe for model, recipe in sorted(recipes.items())]
+    rows.append({"model": "(any other)"} | (profile.get("default_recipe") or {}))
+    return pd.DataFrame(rows)

@@ -1,0 +1,244 @@
+"""Writes a report into an output directory from its results store alone: index.html (self-contained),
+every figure as a PNG beside it, summary.csv and claims.csv. Every file is replaced atomically."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from cnnrepro.report import figures, html, tables
+from cnnrepro.report.claims import check_claims
+from cnnrepro.report.results import Results, load_results
+from cnnrepro.report.store import write_atomic
+
+SUMMARY_FORMATS = {
+    "train acc": "{:.3f}",
+    "train acc sd": "{:.3f}",
+    "test acc": "{:.3f}",
+    "test acc sd": "{:.3f}",
+    "params": "{:,}",
+    "macs": "{:,}",
+    "train examples/s": "{:,.0f}",
+    "inference examples/s": "{:,.0f}",
+    "s/epoch": "{:.2f}",
+}
+
+
+def write_report(directory: Path, bench_dir: Path | None = None) -> Path:
+    """Regenerates every report file in ``directory``; returns the path of index.html."""
+    directory = Path(directory)
+    results = load_results(directory, bench_dir)
+    summary = tables.summary_table(results.runs)
+    curves = tables.degradation_curves(results.runs, results.epochs)
+    degradation = tables.degradation_table(curves)
+    claims = check_claims(results.runs, degradation)
+
+    pngs = {}
+    if not results.epochs.empty:
+        pngs["learning_curves"] = figures.learning_curves(results.runs, results.epochs)
+        pngs["accuracy_vs_cost"] = figures.accuracy_vs_cost(summary)
+    if not curves.empty:
+        pngs["degradation"] = figures.degradation(curves, degradation, degradation_caption(results.runs))
+    if "speedups" in results.bench:
+        pngs["kernel_speedups"] = figures.speedups(
+            results.bench["speedups"],
+            ["op", "direction", "shape", "layout", "device"],
+            "custom kernels vs PyTorch's native ops",
+        )
+    if "models" in results.bench:
+        pngs["model_speedups"] = figures.speedups(
+            results.bench["models"], ["op", "direction", "device"], "whole models: custom vs native backend"
+        )
+    pngs = {name: figures.png_bytes(fig) for name, fig in pngs.items()}
+
+    write_atomic(directory / "summary.csv", summary.to_csv(index=False))
+    write_atomic(directory / "claims.csv", claims.to_csv(index=False))
+    for name, png in pngs.items():
+        write_atomic(directory / f"{name}.png", png)
+    sections = [
+        ("summary", "Summary", summary_section(summary)),
+        ("curves", "Learning curves", _figure_or_note(pngs, "learning_curves")),
+        ("accuracy", "Accuracy against size and time", _figure_or_note(pngs, "accuracy_vs_cost")),
+        ("degradation", "Depth: plain vs residual", degradation_section(pngs, degradation)),
+        ("kernels", "Kernels and whole-model speed", kernels_section(results, pngs)),
+        ("reproducibility", "Reproducibility", reproducibility_section(results.runs)),
+        ("claims", "Claims checked", claims_section(claims)),
+        ("environment", "Environment, build and settings", environment_section(results)),
+    ]
+    title = f"cnnrepro report: {_describe_runs(results.runs)}"
+    index = directory / "index.html"
+    write_atomic(index, html.page(title, sections))
+    return index
+
+
+def _describe_runs(runs: pd.DataFrame) -> str:
+    return ", ".join(
+        sorted({f"{p} profile on {d}" for p, d in zip(runs["profile"], runs["dataset"], strict=True)})
+    )
+
+
+def _figure_or_note(pngs: dict, name: str) -> str:
+    if name not in pngs:
+        return html.paragraph("No per-epoch results in this store yet.")
+    return html.figure(pngs[name], name.replace("_", " "), f"figure-{name}")
+
+
+def summary_section(summary: pd.DataFrame) -> str:
+    shown = summary[
+        ["suite", "model", "backend", "dataset", "profile", "seeds", "status", "params", "macs"]
+    ].copy()
+    for split in ("train", "test"):
+        shown[f"{split} acc"] = summary[f"{split}_acc_mean"]
+        shown[f"{split} acc sd"] = summary[f"{split}_acc_sd"]
+    shown["train examples/s"] = summary["train_examples_per_s"]
+    shown["inference examples/s"] = summary["test_examples_per_s"]
+    shown["s/epoch"] = summary["epoch_time_s"]
+    shown["weights sha256 (per seed)"] = summary["weights_sha256"]
+    return "\n".join(
+        [
+            html.paragraph(
+                "Final-epoch accuracies as the mean and sample standard deviation (sd) over seeds; train "
+                "accuracy is the running accuracy over the last epoch's batches (in train mode). "
+                "Speeds are medians over epochs (training: forward, backward and optimizer step only; "
+                "inference: the whole test split in eval mode), averaged over seeds. The same numbers, "
+                "unrounded, are in summary.csv beside this page."
+            ),
+            html.table(shown, "summary-table", SUMMARY_FORMATS),
+        ]
+    )
+
+
+def degradation_caption(runs: pd.DataFrame) -> str:
+    suite = runs[runs["suite"] == "degradation"]
+    config = json.loads(suite["config"].iloc[0])
+    seeds = " ".join(str(s) for s in sorted(suite["seed"].unique()))
+    return (
+        f"He et al. 2015, Figure 6, on {config['dataset']}: profile {suite['profile'].iloc[0]}, "
+        f"{config['epochs']} epochs, width x{config['width']}, batch {config['batch_size']}, "
+        f"lr {config['lr']}, seeds {seeds}"
+    )
+
+
+def degradation_section(pngs: dict, degradation: pd.DataFrame) -> str:
+    if "degradation" not in pngs:
+        return html.paragraph(
+            "The degradation suite has not run in this directory (python -m cnnrepro.run --all)."
+        )
+    percent = degradation.assign(plain=100 * degradation["plain"], residual=100 * degradation["residual"])
+    return "\n".join(
+        [
+            html.figure(
+                pngs["degradation"], "training error against depth, plain vs residual", "figure-degradation"
+            ),
+            html.paragraph(
+                "Training error is the running error over each epoch's batches, in train mode, as in the "
+                "paper's figure. Final training error (%) by depth:"
+            ),
+            html.table(percent, "degradation-table", {"plain": "{:.2f}", "residual": "{:.2f}"}),
+        ]
+    )
+
+
+def kernels_section(results: Results, pngs: dict) -> str:
+    if not results.bench:
+        return html.paragraph(
+            f"No benchmark results in {results.bench_dir}: run `make bench` to time every kernel and "
+            "whole model, custom against native."
+        )
+    parts = []
+    if results.bench_env:
+        parts.append(html.key_values(results.bench_env, "bench-env-table"))
+    if "speedups" in results.bench:
+        speedups = results.bench["speedups"]
+        shown = speedups[["op", "direction", "shape", "layout", "device"]].copy()
+        shown["native ms"] = 1e3 * speedups["native_median_s"]
+        shown["custom ms"] = 1e3 * speedups["custom_median_s"]
+        shown["speedup"] = speedups["speedup"]
+        parts += [
+            html.paragraph(
+                "pytest-benchmark medians, custom and native timed in one process; speedup = native / custom."
+            ),
+            html.table(
+                shown, "kernel-table", {"native ms": "{:.3f}", "custom ms": "{:.3f}", "speedup": "{:.2f}x"}
+            ),
+            html.figure(pngs["kernel_speedups"], "kernel speedups", "figure-kernel_speedups"),
+        ]
+    if "models" in results.bench:
+        parts += [
+            html.paragraph(
+                "Whole models at the quick profile's shapes: examples/s from the median of timed steps "
+                "after warm-up (train: forward, backward, SGD step; inference: eval forward)."
+            ),
+            html.table(
+                _throughput(results.bench["models"], "native", "custom"), "model-speed-table", THROUGHPUT
+            ),
+            html.figure(pngs["model_speedups"], "model speedups", "figure-model_speedups"),
+        ]
+    if "loops" in results.bench:
+        parts += [
+            html.paragraph(
+                "One training pass over the split: the runner's in-memory batches against a DataLoader over "
+                "a TensorDataset (the way d2l trains), with the same model, batch, optimizer and step."
+            ),
+            html.table(_throughput(results.bench["loops"], "dataloader", "runner"), "loop-table", THROUGHPUT),
+        ]
+    return "\n".join(parts)
+
+
+THROUGHPUT = {"speedup": "{:.2f}x"} | {
+    f"{i} examples/s": "{:,.0f}" for i in ("native", "custom", "dataloader", "runner")
+}
+
+
+def _throughput(bench: pd.DataFrame, baseline: str, candidate: str) -> pd.DataFrame:
+    shown = bench[["op", "direction", "shape", "device"]].rename(columns={"op": "model", "direction": "mode"})
+    for impl in (baseline, candidate):
+        shown[f"{impl} examples/s"] = bench[f"{impl}_examples_per_s"]
+    shown["speedup"] = bench["speedup"]
+    return shown
+
+
+def reproducibility_section(runs: pd.DataFrame) -> str:
+    return "\n".join(
+        [
+            html.paragraph(
+                "Each run's weights hash (sha256 of every parameter and buffer). 'matched': the run was "
+                "trained twice (--verify-determinism) and both gave these bits; 'not checked': trained once."
+            ),
+            html.table(tables.reproducibility_table(runs), "reproducibility-table"),
+        ]
+    )
+
+
+def claims_section(claims: pd.DataFrame) -> str:
+    counts = claims["verdict"].value_counts()
+    tally = ", ".join(f"{counts[v]} {v}" for v in ("holds", "does not hold", "not measured") if v in counts)
+    return "\n".join(
+        [
+            html.paragraph(
+                f"Every claim of the references, measured from our own models and runs ({tally}). "
+                "Parameter and multiply-accumulate figures are counted on the built layers."
+            ),
+            html.table(claims, "claims-table"),
+        ]
+    )
+
+
+def environment_section(results: Results) -> str:
+    env = dict(results.env)
+    if not env:
+        return html.paragraph("No env.json in this directory.")
+    profile = env.pop("profile", {})
+    settings = {k: v for k, v in profile.items() if k not in ("recipes", "default_recipe")}
+    return "\n".join(
+        [
+            html.paragraph(
+                "The last runner command that wrote to this directory, and its machine and build:"
+            ),
+            html.key_values(env, "environment-table"),
+            html.paragraph(f"Profile {profile.get('name', '?')}:"),
+            html.key_values(settings, "profile-table"),
+            html.paragraph("Per-model recipes of the profile:"),
+            html.table(tables.profile_table(profile), "recipe-table"),
+        ]
+    )

@@ -1,0 +1,413 @@
+"""The report: generated from a small synthetic results store (every section, numbers equal to
+summary.csv, self-contained, valid PNGs), the claims checker on the real models, and a headless
+Chromium rendering it with no broken image."""
+
+import base64
+import html.parser
+import io
+import json
+import re
+import shutil
+import subprocess
+
+import pandas as pd
+import pytest
+from matplotlib.image import imread
+
+from cnnrepro import models
+from cnnrepro.models import googlenet
+from cnnrepro.report import NoResultsError, claims, write_report
+from cnnrepro.report.__main__ import main as report_main
+from cnnrepro.report.store import ResultsStore
+
+SECTIONS = [
+    "summary",
+    "curves",
+    "accuracy",
+    "degradation",
+    "kernels",
+    "reproducibility",
+    "claims",
+    "environment",
+]
+EPOCHS = 3
+# Final training error by depth: plain degrades, residual does not (He et al. Figure 6's shape).
+PLAIN_ERROR = {20: 0.05, 56: 0.20}
+RESIDUAL_ERROR = {20: 0.06, 56: 0.04}
+
+
+def record(store, suite, model, seed, final_train_acc, test_acc, dataset="mnist5k", profile="quick"):
+    key = f"{suite}-{model}-{seed}-{dataset}-{profile}"
+    tag = {"suite": suite, "profile": profile, "key": key, "model": model, "seed": seed, "backend": "custom"}
+    epochs = [
+        tag
+        | {
+            "epoch": e,
+            "train_loss": 2.0 / e,
+            "train_acc": final_train_acc - 0.1 * (EPOCHS - e),
+            "test_loss": 2.1 / e,
+            "test_acc": test_acc - 0.05 * (EPOCHS - e),
+            "epoch_time_s": 1.5,
+            "train_examples_per_s": 1000.0 + seed,
+            "test_examples_per_s": 4000.0,
+        }
+        for e in range(1, EPOCHS + 1)
+    ]
+    config = {"dataset": dataset, "epochs": EPOCHS, "width": 0.25, "batch_size": 64, "lr": 0.05}
+    run = tag | {
+        "dataset": dataset,
+        "status": "finished",
+        "epochs": EPOCHS,
+        "train_acc": final_train_acc,
+        "test_acc": test_acc,
+        "params": 61_706 if model == "lenet5" else 270_000,
+        "macs": 416_520,
+        "train_time_s": 4.5,
+        "train_examples_per_s": 1000.0 + seed,
+        "test_examples_per_s": 4000.0,
+        "weights_sha256": f"{seed:02d}" + "ab" * 31,
+        "determinism": "matched" if seed == 0 else "not checked",
+        "config": json.dumps(config),
+    }
+    store.record_run(key, epochs, run)
+
+
+def bench_row(op, direction, shape, layout, times: dict, per_example=False):
+    """A row as the benchmarks write it: the case, each implementation's median, the speedup."""
+    (baseline, slow), (candidate, fast) = times.items()
+    row = {"op": op, "direction": direction, "shape": shape, "layout": layout, "device": "cpu"}
+    row |= {f"{impl}_median_s": t for impl, t in times.items()} | {"speedup": slow / fast, "others": ""}
+    if per_example:
+        row |= {f"{impl}_examples_per_s": int(shape.split("x")[0]) / t for impl, t in times.items()}
+    return row
+
+
+def write_bench(directory):
+    directory.mkdir()
+    speedups = [
+        bench_row("lrn", "forward", "32x96x55x55", "contiguous", {"native": 0.010, "custom": 0.002}),
+        bench_row(
+            "max_pool2d", "backward", "32x64x112x112", "channels_last", {"native": 0.005, "custom": 0.010}
+        ),
+    ]
+    models = [
+        bench_row("alexnet", "train", "64x1x64x64", "contiguous", {"native": 0.128, "custom": 0.1}, True)
+    ]
+    loops = [
+        bench_row(
+            "lenet5",
+            "train pass",
+            "4000x1x28x28 batch64",
+            "contiguous",
+            {"dataloader": 1.2, "runner": 0.4},
+            True,
+        )
+    ]
+    for name, rows in (("speedups", speedups), ("models", models), ("loops", loops)):
+        pd.DataFrame(rows).to_csv(directory / f"{name}.csv", index=False)
+    (directory / "env.json").write_text(json.dumps({"torch": "2.13.0", "threads": 2}))
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("reports")
+    store = ResultsStore(root / "quick-mnist5k")
+    record(store, "classic", "lenet5", 0, 0.98, 0.90)
+    record(store, "classic", "lenet5", 1, 0.96, 0.80)
+    for depth in PLAIN_ERROR:
+        record(store, "degradation", f"plain{depth}", 0, 1 - PLAIN_ERROR[depth], 0.9)
+        record(store, "degradation", f"resnet{depth}", 0, 1 - RESIDUAL_ERROR[depth], 0.9)
+    store.write_env(
+        {"command": "python -m cnnrepro.run --all", "torch": "2.13.0", "profile": {"name": "quick"}}
+    )
+    write_bench(root / "bench")
+    write_report(store.directory)
+    return store.directory
+
+
+class Tables(html.parser.HTMLParser):
+    """Every <table id=...> of a page as a list of rows of cell texts (header row first)."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables, self.current, self.row, self.cell = {}, None, None, None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.current = self.tables.setdefault(dict(attrs).get("id"), [])
+        elif tag == "tr" and self.current is not None:
+            self.row = []
+            self.current.append(self.row)
+        elif tag in ("td", "th") and self.row is not None:
+            self.cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self.cell is not None:
+            self.row.append("".join(self.cell).strip())
+            self.cell = None
+        elif tag == "table":
+            self.current = None
+
+    def handle_data(self, data):
+        if self.cell is not None:
+            self.cell.append(data)
+
+
+def page_tables(directory) -> dict[str, list[dict]]:
+    parser = Tables()
+    parser.feed((directory / "index.html").read_text())
+    return {
+        tid: [dict(zip(rows[0], row, strict=True)) for row in rows[1:]] for tid, rows in parser.tables.items()
+    }
+
+
+def test_every_section_and_figure_is_present(report_dir):
+    page = (report_dir / "index.html").read_text()
+    for section in SECTIONS:
+        assert f'<section id="{section}">' in page
+    for name in ("learning_curves", "accuracy_vs_cost", "degradation", "kernel_speedups", "model_speedups"):
+        png = (report_dir / f"{name}.png").read_bytes()
+        assert f'id="figure-{name}"' in page
+        assert base64.b64encode(png).decode() in page, f"{name}.png is the image embedded in the page"
+    assert "No benchmark results" not in page
+    assert {
+        "summary-table",
+        "degradation-table",
+        "kernel-table",
+        "model-speed-table",
+        "loop-table",
+        "reproducibility-table",
+        "claims-table",
+        "environment-table",
+    } <= set(page_tables(report_dir))
+
+
+def test_every_png_is_a_valid_image(report_dir):
+    for path in report_dir.glob("*.png"):
+        image = imread(io.BytesIO(path.read_bytes()), format="png")
+        assert image.shape[0] > 100 and image.shape[1] > 100 and image.std() > 0, path.name
+
+
+def test_html_numbers_match_summary_csv(report_dir):
+    summary = pd.read_csv(report_dir / "summary.csv")
+    shown = page_tables(report_dir)["summary-table"]
+    assert len(shown) == len(summary) == 5
+    for row, cells in zip(summary.itertuples(), shown, strict=True):
+        assert cells["model"] == row.model and cells["seeds"] == str(row.seeds)
+        assert cells["params"] == f"{row.params:,}" and cells["macs"] == f"{row.macs:,}"
+        assert (
+            cells["train acc"] == f"{row.train_acc_mean:.3f}"
+            and cells["train acc sd"] == f"{row.train_acc_sd:.3f}"
+        )
+        assert (
+            cells["test acc"] == f"{row.test_acc_mean:.3f}"
+            and cells["test acc sd"] == f"{row.test_acc_sd:.3f}"
+        )
+        assert cells["train examples/s"] == f"{row.train_examples_per_s:,.0f}"
+        assert cells["s/epoch"] == f"{row.epoch_time_s:.2f}"
+
+
+def test_summary_statistics_over_seeds(report_dir):
+    lenet = pd.read_csv(report_dir / "summary.csv").set_index("model").loc["lenet5"]
+    assert lenet["seeds"] == "0 1"
+    assert lenet["test_acc_mean"] == pytest.approx(0.85)
+    assert lenet["test_acc_sd"] == pytest.approx(0.0707107, rel=1e-5), "sample sd of 0.90 and 0.80"
+    assert lenet["train_examples_per_s"] == pytest.approx(1000.5)
+    assert lenet["epoch_time_s"] == pytest.approx(1.5)
+
+
+def test_the_page_refers_to_nothing_outside_itself(report_dir):
+    page = (report_dir / "index.html").read_text()
+    sources = re.findall(r'\bsrc="([^"]*)"', page)
+    assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert all(h.startswith("#") for h in re.findall(r'\bhref="([^"]*)"', page))
+    for forbidden in ("http://", "https://", "url(", "@import", "<script", "<link", "<iframe"):
+        assert forbidden not in page
+
+
+def test_kernel_and_degradation_tables_show_the_data(report_dir):
+    tables_ = page_tables(report_dir)
+    kernels = tables_["kernel-table"]
+    assert [k["speedup"] for k in kernels] == ["5.00x", "0.50x"]
+    assert kernels[0]["native ms"] == "10.000" and kernels[0]["custom ms"] == "2.000"
+    degradation = {int(r["depth"]): r for r in tables_["degradation-table"]}
+    assert degradation[56]["plain"] == "20.00" and degradation[56]["residual"] == "4.00"
+    (alexnet,) = tables_["model-speed-table"]
+    assert (
+        alexnet["native examples/s"] == "500"
+        and alexnet["custom examples/s"] == "640"
+        and alexnet["speedup"] == "1.28x"
+    )
+    (lenet,) = tables_["loop-table"]
+    assert lenet["runner examples/s"] == "10,000" and lenet["speedup"] == "3.00x"
+    repro = tables_["reproducibility-table"]
+    assert {r["determinism"] for r in repro} == {"matched", "not checked"}
+    assert all(len(r["weights_sha256"]) == 64 for r in repro)
+
+
+def test_the_report_is_regenerated_from_the_store_alone(report_dir):
+    before = {p.name: p.read_bytes() for p in report_dir.iterdir() if p.suffix in (".html", ".png", ".csv")}
+    for name in ("index.html", "summary.csv", "degradation.png"):
+        (report_dir / name).unlink()
+    assert report_main([str(report_dir)]) == 0
+    after = {p.name: p.read_bytes() for p in report_dir.iterdir() if p.suffix in (".html", ".png", ".csv")}
+    assert after == before, "the same store gives the same report, byte for byte"
+
+
+def test_a_directory_without_results_is_a_clear_error(tmp_path, capsys):
+    assert report_main([str(tmp_path)]) == 2
+    assert "runs.csv is missing" in capsys.readouterr().err
+    with pytest.raises(NoResultsError, match="train first"):
+        write_report(tmp_path / "nowhere")
+
+
+def test_without_benchmarks_the_kernel_section_says_how_to_get_them(tmp_path):
+    store = ResultsStore(tmp_path / "run")
+    record(store, "classic", "lenet5", 0, 0.98, 0.90)
+    page = write_report(store.directory).read_text()
+    assert "No benchmark results" in page and "make bench" in page
+    assert "The degradation suite has not run" in page
+
+
+# --- the claims checker ----------------------------------------------------------------------
+
+
+def claim_table(runs=None, degradation=None):
+    runs = (
+        runs
+        if runs is not None
+        else pd.DataFrame(columns=["model", "dataset", "profile", "status", "test_acc"])
+    )
+    degradation = (
+        degradation if degradation is not None else pd.DataFrame(columns=["depth", "plain", "residual"])
+    )
+    return claims.check_claims(runs, degradation)
+
+
+def test_every_claim_about_the_models_holds():
+    table = pd.DataFrame([vars(c) for c in claims.model_claims()])
+    assert (table["verdict"] == claims.HOLDS).all(), table[table["verdict"] != claims.HOLDS]
+    published = [n for n in models.list_models() if models.model_info(n).published_params]
+    assert table["claim"].str.startswith(tuple(f"{n} has " for n in published)).sum() == len(published)
+    measured = dict(zip(table["claim"], table["measured"], strict=True))
+    assert measured["vgg16 has 138,357,544 parameters"] == "138,357,544"
+    assert measured["LeNet-5's C1 has 122,304 connections"] == "122,304"
+    assert measured["resnet20 has 0.27M parameters"] == "269,722 (0.27M)"
+
+
+def test_inception_claims_are_counted_on_the_models_layers(monkeypatch):
+    before = {c.claim: c for c in claims.inception_claims()}
+    assert any(c.measured == "12.44M" for c in before.values())
+    cin, c1, c3r, c3, _, c5, pool = googlenet.INCEPTION["3a"]
+    monkeypatch.setitem(googlenet.INCEPTION, "3a", (cin, c1, c3r, c3, 24, c5, pool))
+    after = claims.inception_claims()
+    bottleneck = next(c for c in after if "bottleneck" in c.claim)
+    assert "24 channels" in bottleneck.claim and bottleneck.measured == "18.67M"
+    assert bottleneck.verdict == claims.FAILS, "a wider bottleneck no longer gives 12.4M"
+
+
+def test_receptive_field_is_traced_not_assumed():
+    import torch
+
+    stack = torch.nn.Sequential(torch.nn.Conv2d(2, 2, 3, padding=1), torch.nn.Conv2d(2, 2, 5, padding=2))
+    assert claims.receptive_field(stack, 2) == 7
+    assert claims.receptive_field(torch.nn.Conv2d(2, 2, 3, dilation=2, padding=2), 2) == 5
+
+
+@pytest.mark.parametrize(
+    "plain, residual, verdict",
+    [
+        ((0.05, 0.20), (0.06, 0.04), claims.HOLDS),
+        ((0.05, 0.06), (0.06, 0.04), claims.FAILS),
+        ((0.05, 0.20), (0.04, 0.09), claims.FAILS),
+    ],
+)
+def test_degradation_claim_verdicts(plain, residual, verdict):
+    table = pd.DataFrame({"depth": [20, 56], "plain": plain, "residual": residual})
+    assert claims.degradation_claim(table).verdict == verdict
+    assert claims.degradation_claim(table.iloc[:1]).verdict == claims.NOT_MEASURED
+
+
+def test_published_results_are_compared_only_where_dataset_and_recipe_match():
+    runs = pd.DataFrame(
+        [
+            {
+                "model": "resnet20",
+                "dataset": "cifar10",
+                "profile": "paper",
+                "status": "finished",
+                "test_acc": 0.915,
+            },
+            {
+                "model": "resnet56",
+                "dataset": "mnist5k",
+                "profile": "quick",
+                "status": "finished",
+                "test_acc": 0.99,
+            },
+            {
+                "model": "lenet5",
+                "dataset": "fashion-mnist",
+                "profile": "d2l",
+                "status": "finished",
+                "test_acc": 0.70,
+            },
+        ]
+    )
+    rows = claim_table(runs).set_index("claim")
+    resnet20 = rows.loc["ResNet-20 reaches 8.75% CIFAR-10 test error"]
+    assert resnet20["verdict"] == claims.HOLDS and resnet20["measured"].startswith("8.50%")
+    resnet56 = rows.loc["ResNet-56 reaches 6.97% CIFAR-10 test error"]
+    assert resnet56["verdict"] == claims.NOT_MEASURED and "quick on mnist5k" in resnet56["why"]
+    lenet = rows.loc["lenet5 reaches 0.78 Fashion-MNIST test accuracy in 10 epochs"]
+    assert lenet["verdict"] == claims.FAILS and lenet["measured"].startswith("0.700")
+
+
+# --- a real browser ------------------------------------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# Appended to a copy of the page: after load, it writes how many images failed to decode.
+IMAGE_PROBE = """<script>
+window.addEventListener("load", () => {
+  const images = Array.from(document.images);
+  const broken = images.filter((img) => !img.complete || img.naturalWidth === 0).length;
+  document.body.setAttribute("data-probe", `images=${images.length} broken=${broken}`);
+});
+</script>"""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_chromium_renders_the_page_with_no_broken_image(report_dir, tmp_path):
+    flags = [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
+    shot = tmp_path / "page.png"
+    subprocess.run(
+        [*flags, "--window-size=1300,2400", f"--screenshot={shot}", (report_dir / "index.html").as_uri()],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    image = imread(shot, format="png")
+    assert image.shape[:2] == (2400, 1300) and image.std() > 0.05, "a rendered page, not a blank one"
+
+    probed = tmp_path / "probed.html"
+    probed.write_text((report_dir / "index.html").read_text().replace("</body>", IMAGE_PROBE + "</body>"))
+    dom = subprocess.run(
+        [*flags, "--virtual-time-budget=10000", "--dump-dom", probed.as_uri()],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    found = re.search(r'data-probe="images=(\d+) broken=(\d+)"', dom)
+    assert found, "the probe ran"
+    assert int(found[1]) == 5 and int(found[2]) == 0
