@@ -13,7 +13,7 @@ CUDA_CHECK_DIR ?= build/cuda-check
 PY := $(VENV)/bin/python
 SOURCES := setup.py pyproject.toml $(shell find csrc -type f 2>/dev/null)
 
-.PHONY: run demo test bench check-cuda lint clean
+.PHONY: run report demo test bench check-cuda lint clean
 
 # A venv with torch, the build tools (--no-build-isolation uses the venv's own), then our package.
 # $(1): venv dir, $(2): torch spec.
@@ -31,14 +31,28 @@ $(VENV)/.installed: $(SOURCES)
 run: $(VENV)/.installed
 	$(PY) -m cnnrepro.run --all
 
+# Regenerate a report from its results store alone (make run writes one at its end).
+REPORT_DIR ?= reports/quick-mnist5k
+report: $(VENV)/.installed
+	$(PY) -m cnnrepro.report $(REPORT_DIR)
+
 demo: $(VENV)/.installed
 	$(PY) -m cnnrepro.demo
 
 test: $(VENV)/.installed
 	$(PY) -m pytest
 
+# Every kernel and whole model, custom vs native. Writes reports/bench/<machine>-torch<version>.json
+# (pytest-benchmark's), the CSVs the report reads, and a numbered copy in reports/bench/history
+# for later comparisons: make bench BENCH_ARGS=--benchmark-compare
+BENCH_DIR ?= reports/bench
+BENCH_ARGS ?=
 bench: $(VENV)/.installed
-	$(PY) -m pytest benchmarks --benchmark-only --benchmark-group-by=group --benchmark-columns=median,iqr,rounds
+	mkdir -p $(BENCH_DIR)
+	$(PY) -m pytest benchmarks --benchmark-only --benchmark-group-by=group --benchmark-columns=median,iqr,rounds \
+		--bench-out=$(BENCH_DIR) --benchmark-json=$(BENCH_DIR)/$$($(PY) -c \
+		"import sys; sys.path.insert(0, 'benchmarks'); import harness; print(harness.machine_name())").json \
+		--benchmark-storage=$(BENCH_DIR)/history --benchmark-autosave $(BENCH_ARGS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -1,10 +1,26 @@
-"""Benchmark fixtures, and the custom-vs-native speedup table printed at the end of a run."""
+"""Benchmark fixtures; at the end of a run, the custom-vs-native table, and with --bench-out DIR
+the results files the report reads: speedups.csv (ops), models.csv, loops.csv and env.json."""
+
+import json
+from pathlib import Path
 
 import pytest
 import torch
-from harness import speedup_rows
+from harness import CASE_FIELDS, environment, merge_csv, paired_rows
+
+from cnnrepro.report.store import write_atomic
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+# kind -> (results file, baseline impl, candidate impl)
+RESULT_FILES = {
+    "op": ("speedups.csv", "native", "custom"),
+    "model": ("models.csv", "native", "custom"),
+    "loop": ("loops.csv", "dataloader", "runner"),
+}
+
+
+def pytest_addoption(parser):
+    parser.addoption("--bench-out", type=Path, help="write the report's results files into this directory")
 
 
 @pytest.fixture(params=DEVICES)
@@ -12,18 +28,46 @@ def device(request):
     return request.param
 
 
-def pytest_terminal_summary(terminalreporter, config):
+def _benchmarks(config):
     session = getattr(config, "_benchmarksession", None)
-    rows = speedup_rows(session.benchmarks) if session else []
-    if not rows:
+    return session.benchmarks if session else []
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    for kind, (_, baseline, candidate) in RESULT_FILES.items():
+        rows = paired_rows(_benchmarks(config), kind, baseline, candidate)
+        if not rows:
+            continue
+        title = f"{candidate} vs {baseline}, {kind}s (medians; speedup = {baseline} / {candidate})"
+        terminalreporter.section(title)
+        width = max(len(" ".join(str(row[f]) for f in CASE_FIELDS)) for row in rows)
+        for row in rows:
+            case = " ".join(str(row[f]) for f in CASE_FIELDS)
+            terminalreporter.write_line(
+                f"{case:<{width}}  {baseline} {row[f'{baseline}_median_s'] * 1e3:9.3f} ms  "
+                f"{candidate} {row[f'{candidate}_median_s'] * 1e3:9.3f} ms  speedup {row['speedup']:5.2f}x  "
+                f"{row['others']}"
+            )
+
+
+def pytest_sessionfinish(session):
+    out = session.config.getoption("--bench-out")
+    benchmarks = _benchmarks(session.config)
+    if out is None or not benchmarks:
         return
-    terminalreporter.section(
-        "custom vs native (medians; speedup = native / custom; others: their time / custom's)"
-    )
-    width = max(len(row[0]) for row in rows)
-    for group, native, custom, speedup, others in rows:
-        extra = "".join(f"  {impl} {ratio:5.2f}" for impl, ratio in sorted(others.items()))
-        terminalreporter.write_line(
-            f"{group:<{width}}  native {native * 1e3:9.3f} ms  custom {custom * 1e3:9.3f} ms"
-            f"  speedup {speedup:5.2f}x{extra}"
-        )
+    out.mkdir(parents=True, exist_ok=True)
+    for kind, (file_name, baseline, candidate) in RESULT_FILES.items():
+        rows = [_with_throughput(row, kind) for row in paired_rows(benchmarks, kind, baseline, candidate)]
+        if rows:
+            merge_csv(out / file_name, rows, CASE_FIELDS)
+    write_atomic(out / "env.json", json.dumps(environment(), indent=2, sort_keys=True) + "\n")
+
+
+def _with_throughput(row: dict, kind: str) -> dict:
+    """Whole-model and loop cases also get examples/s: their shape starts with the batch size (one
+    step) or the number of examples (one pass over a split)."""
+    if kind == "op":
+        return row
+    examples = int(row["shape"].split("x")[0])
+    times = {k.removesuffix("_median_s"): v for k, v in row.items() if k.endswith("_median_s")}
+    return row | {f"{impl}_examples_per_s": examples / t for impl, t in times.items()}

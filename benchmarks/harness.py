@@ -1,45 +1,132 @@
-"""The benchmark harness: time one implementation of a case, and pair the results up.
+"""The benchmark harness: time one implementation of a case, pair the implementations up, and
+write the results where the report reads them.
 
-Each benchmark times one implementation ("custom", "native", or a reference such as "clone")
-of one case; cases are pytest-benchmark groups, so its own table shows them side by side.
+A case is one (op, direction, shape, layout, device); each benchmark times one implementation of
+it ("custom", "native", or a reference such as "clone"). Cases are pytest-benchmark groups, so its
+own table shows the implementations of a case side by side.
 """
+
+import csv
+import io
+import json
+import os
+import platform
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
+import cnnrepro
+from cnnrepro.report.store import write_atomic
+
 ROUNDS = 10
+CASE_FIELDS = ["op", "direction", "shape", "layout", "device"]
+
+
+@dataclass(frozen=True)
+class Case:
+    op: str  # an op, or a model's name for whole-model cases
+    direction: str  # forward / backward / forward+backward; train / inference for models
+    shape: str
+    layout: str
+    device: str
+    kind: str = "op"  # "op", "model" or "loop": which results file the case goes to
+
+    @property
+    def group(self) -> str:
+        return " ".join([self.op, self.direction, self.shape, self.layout, self.device])
+
+
+def dims(shape) -> str:
+    return "x".join(str(d) for d in shape)
 
 
 def synchronizer(device: str):
     return torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
 
-def time_pair_member(benchmark, fn, *, group: str, impl: str, device: str):
-    """Time ``fn`` (implementation ``impl`` of the case ``group``) and tag it for the speedup table."""
-    sync = synchronizer(device)
+def time_member(benchmark, fn, case: Case, impl: str, rounds: int = ROUNDS, warmup_rounds: int = 2):
+    """Time ``fn``, implementation ``impl`` of ``case``, synchronizing the device after each call."""
+    sync = synchronizer(case.device)
 
     def timed():
         fn()
         sync()
 
-    benchmark.group = group
-    benchmark.extra_info.update(impl=impl, device=device)
-    benchmark.pedantic(timed, rounds=ROUNDS, warmup_rounds=2, iterations=1)
+    benchmark.group = case.group
+    benchmark.extra_info.update(asdict(case), impl=impl)
+    benchmark.pedantic(timed, rounds=rounds, warmup_rounds=warmup_rounds, iterations=1)
 
 
-def speedup_rows(benchmarks):
-    """Per group timed both ways: (group, native median, custom median, speedup, others), where
-    others maps every other implementation timed in the group (a clone, torch.compile...) to its
-    time relative to custom."""
-    medians = {}
+def paired_rows(benchmarks, kind: str, baseline: str = "native", candidate: str = "custom") -> list[dict]:
+    """One row per case of ``kind`` timed both ways: the case, both medians, speedup = baseline /
+    candidate, and every other implementation's time relative to the candidate's."""
+    medians, cases = {}, {}
     for bench in benchmarks:
-        impl = bench.extra_info.get("impl")
-        if impl and bench.stats:
-            medians.setdefault(bench.group, {})[impl] = bench.stats.median
+        info = bench.extra_info
+        if info.get("kind") == kind and bench.stats:
+            medians.setdefault(bench.group, {})[info["impl"]] = bench.stats.median
+            cases[bench.group] = info
     rows = []
-    for group, pair in sorted(medians.items()):
-        if {"native", "custom"} <= pair.keys():
-            others = {
-                impl: t / pair["custom"] for impl, t in pair.items() if impl not in ("native", "custom")
-            }
-            rows.append((group, pair["native"], pair["custom"], pair["native"] / pair["custom"], others))
+    for group, times in sorted(medians.items()):
+        if {baseline, candidate} <= times.keys():
+            others = {i: t / times[candidate] for i, t in times.items() if i not in (baseline, candidate)}
+            rows.append(
+                {field: cases[group][field] for field in CASE_FIELDS}
+                | {
+                    f"{baseline}_median_s": times[baseline],
+                    f"{candidate}_median_s": times[candidate],
+                    "speedup": times[baseline] / times[candidate],
+                    "others": " ".join(f"{impl}={ratio:.2f}" for impl, ratio in sorted(others.items())),
+                }
+            )
     return rows
+
+
+def merge_csv(path: Path, rows: list[dict], key_fields: list[str]) -> None:
+    """Writes ``rows`` into the CSV at ``path``, replacing rows with the same key and keeping the
+    others, so a partial run (``-k lrn``) updates its cases without dropping the rest."""
+    kept = []
+    if path.exists():
+        new_keys = {tuple(str(row[f]) for f in key_fields) for row in rows}
+        with open(path, newline="") as f:
+            kept = [row for row in csv.DictReader(f) if tuple(row[k] for k in key_fields) not in new_keys]
+    fields = list(rows[0].keys())
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(sorted(kept + rows, key=lambda row: tuple(str(row.get(f, "")) for f in key_fields)))
+    write_atomic(path, out.getvalue())
+
+
+def machine_name() -> str:
+    """A file-name-safe name for this machine and torch: the GPU's name where CUDA is used, else the
+    CPU's model and core count; e.g. ``amd-epyc-7b13-2cpu-torch2.13.0``."""
+    if torch.cuda.is_available():
+        device = torch.cuda.get_device_name()
+    else:
+        device = f"{cpu_model()} {os.cpu_count()}cpu"
+    return re.sub(r"[^a-z0-9.]+", "-", f"{device} torch{torch.__version__.split('+')[0]}".lower()).strip("-")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment() -> dict:
+    return {
+        "machine": machine_name(),
+        "cpu": cpu_model(),
+        "cpus": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+        "build_info": json.dumps(cnnrepro.build_info(), sort_keys=True),
+    }

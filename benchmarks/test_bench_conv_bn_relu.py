@@ -7,7 +7,7 @@ import copy
 
 import pytest
 import torch
-from harness import time_pair_member
+from harness import Case, time_member
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from cnnrepro import nn
@@ -28,6 +28,11 @@ def blocks(case, layout, device):
         x = x.contiguous(memory_format=torch.channels_last)
         fused, native = (m.to(memory_format=torch.channels_last) for m in (fused, native))
     return x, {"custom": fused, "native": native}
+
+
+def block_case(direction, case, layout, device) -> Case:
+    channels, size = CASES[case]
+    return Case("conv_bn_relu", direction, f"{case} 32x{channels}x{size}x{size} 3x3", layout, device)
 
 
 def compiled(module):
@@ -54,9 +59,7 @@ def test_training_step(benchmark, device, case, layout, impl):
             p.grad = None
         block(x).backward(grad)
 
-    time_pair_member(
-        benchmark, step, group=f"conv_bn_relu train {case} {layout} {device}", impl=impl, device=device
-    )
+    time_member(benchmark, step, block_case("train", case, layout, device), impl)
 
 
 @pytest.mark.parametrize("impl", ["custom", "native", "fuse_conv_bn_eval"])
@@ -72,10 +75,4 @@ def test_inference(benchmark, device, case, layout, impl):
     else:
         block = impls[impl]
     with torch.no_grad():
-        time_pair_member(
-            benchmark,
-            lambda: block(x),
-            group=f"conv_bn_relu eval {case} {layout} {device}",
-            impl=impl,
-            device=device,
-        )
+        time_member(benchmark, lambda: block(x), block_case("inference", case, layout, device), impl)

@@ -6,7 +6,7 @@ A plain clone of the same tensor is timed too: the memory-bandwidth floor for th
 import pytest
 import torch
 import torch.nn.functional as F
-from harness import time_pair_member
+from harness import Case, dims, time_member
 
 from cnnrepro import ops
 
@@ -27,9 +27,9 @@ def make_input(shape, layout, device, requires_grad=False):
 def test_forward(benchmark, device, shape_name, layout, impl):
     x = make_input(SHAPES[shape_name], layout, device)
     fn = IMPLS[impl]
-    group = f"lrn forward {shape_name} {layout} {device}"
+    case = Case("lrn", "forward", f"{shape_name} {dims(x.shape)}", layout, device)
     with torch.no_grad():
-        time_pair_member(benchmark, lambda: fn(x, 5), group=group, impl=impl, device=device)
+        time_member(benchmark, lambda: fn(x, 5), case, impl)
 
 
 @pytest.mark.parametrize("impl", list(IMPLS))
@@ -44,12 +44,12 @@ def test_forward_backward(benchmark, device, shape_name, layout, impl):
         x.grad = None
         fn(x, 5).backward(grad)
 
-    group = f"lrn forward+backward {shape_name} {layout} {device}"
-    time_pair_member(benchmark, step, group=group, impl=impl, device=device)
+    case = Case("lrn", "forward+backward", f"{shape_name} {dims(x.shape)}", layout, device)
+    time_member(benchmark, step, case, impl)
 
 
 @pytest.mark.parametrize("shape_name", list(SHAPES))
 def test_clone_floor(benchmark, device, shape_name):
     x = make_input(SHAPES[shape_name], "contiguous", device)
-    group = f"lrn forward {shape_name} contiguous {device}"
-    time_pair_member(benchmark, x.clone, group=group, impl="clone", device=device)
+    case = Case("lrn", "forward", f"{shape_name} {dims(x.shape)}", "contiguous", device)
+    time_member(benchmark, x.clone, case, "clone")

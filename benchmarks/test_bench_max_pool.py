@@ -4,7 +4,7 @@ AlexNet's overlapping 3x3/2 pool (96x55x55) and VGG's 2x2/2 pool (64x112x112), b
 import pytest
 import torch
 import torch.nn.functional as F
-from harness import time_pair_member
+from harness import Case, dims, time_member
 
 from cnnrepro import ops
 
@@ -31,6 +31,11 @@ def backward_fn(impl, x, k, s):
     )
 
 
+def pool_case(direction, case, layout, device) -> Case:
+    shape, k, s = CASES[case]
+    return Case("max_pool2d", direction, f"{case} {dims(shape)} {k}x{k}/{s}", layout, device)
+
+
 def make_input(shape, layout, device):
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device)
     return x.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else x
@@ -48,13 +53,7 @@ def test_forward(benchmark, device, case, layout, impl):
     x = make_input(shape, layout, device)
     fn = forward_fn(impl)
     with torch.no_grad():
-        time_pair_member(
-            benchmark,
-            lambda: fn(x, k, s),
-            group=f"max_pool forward {case} {layout} {device}",
-            impl=impl,
-            device=device,
-        )
+        time_member(benchmark, lambda: fn(x, k, s), pool_case("forward", case, layout, device), impl)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -63,13 +62,7 @@ def test_forward(benchmark, device, case, layout, impl):
 def test_backward(benchmark, device, case, layout, impl):
     shape, k, s = CASES[case]
     x = make_input(shape, layout, device)
-    time_pair_member(
-        benchmark,
-        backward_fn(impl, x, k, s),
-        group=f"max_pool backward {case} {layout} {device}",
-        impl=impl,
-        device=device,
-    )
+    time_member(benchmark, backward_fn(impl, x, k, s), pool_case("backward", case, layout, device), impl)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -85,6 +78,4 @@ def test_forward_backward(benchmark, device, case, layout, impl):
         x.grad = None
         fn(x, k, s)[0].backward(grad)
 
-    time_pair_member(
-        benchmark, step, group=f"max_pool forward+backward {case} {layout} {device}", impl=impl, device=device
-    )
+    time_member(benchmark, step, pool_case("forward+backward", case, layout, device), impl)
