@@ -22,6 +22,7 @@ namespace cnnrepro::conv_bn_relu {
 namespace {
 
 using cpu::for_each_block;
+using cpu::grain_for;
 using cpu::kLanes;
 
 constexpr int64_t kPositionsPerBlock = 256;  // channels-last reduction block (fixed: determinism)
@@ -35,7 +36,7 @@ using acc_type = std::conditional_t<std::is_same_v<scalar_t, double>, double,
 template <typename acc_t, typename F>
 void channel_sums(const Geometry& g, acc_t* out, F&& f) {
   if (!g.channels_last) {
-    at::parallel_for(0, g.C, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, g.C, grain_for(g.N * g.S), [&](int64_t begin, int64_t end) {
       for (int64_t c = begin; c < end; ++c) {
         // kLanes independent partial sums (vector registers), added up in lane order at the end.
         acc_t a[kLanes] = {}, b[kLanes] = {};
@@ -58,7 +59,7 @@ void channel_sums(const Geometry& g, acc_t* out, F&& f) {
   }
   const int64_t positions = g.N * g.S, blocks = (positions + kPositionsPerBlock - 1) / kPositionsPerBlock;
   std::vector<acc_t> partial(blocks * 2 * g.C, acc_t(0));
-  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, blocks, grain_for(kPositionsPerBlock * g.C), [&](int64_t begin, int64_t end) {
     for (int64_t blk = begin; blk < end; ++blk) {
       acc_t* a = partial.data() + blk * 2 * g.C;
       acc_t* b = a + g.C;
@@ -72,7 +73,7 @@ void channel_sums(const Geometry& g, acc_t* out, F&& f) {
       }
     }
   });
-  at::parallel_for(0, g.C, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, g.C, grain_for(blocks), [&](int64_t begin, int64_t end) {
     for (int64_t c = begin; c < end; ++c) {
       acc_t a = 0, b = 0;
       for (int64_t blk = 0; blk < blocks; ++blk) {
@@ -89,14 +90,14 @@ void channel_sums(const Geometry& g, acc_t* out, F&& f) {
 template <typename F>
 void for_each_element(const Geometry& g, F&& f) {
   if (!g.channels_last) {
-    at::parallel_for(0, g.N * g.C, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, g.N * g.C, grain_for(g.S), [&](int64_t begin, int64_t end) {
       for (int64_t plane = begin; plane < end; ++plane) {
         const int64_t c = plane % g.C, base = plane * g.S;
         for (int64_t s = 0; s < g.S; ++s) f(c, base + s);
       }
     });
   } else {
-    at::parallel_for(0, g.N * g.S, 64, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, g.N * g.S, grain_for(g.C), [&](int64_t begin, int64_t end) {
       for (int64_t p = begin; p < end; ++p)
         for (int64_t c = 0; c < g.C; ++c) f(c, p * g.C + c);
     });
