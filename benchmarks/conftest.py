@@ -57,17 +57,7 @@ def pytest_sessionfinish(session):
         return
     out.mkdir(parents=True, exist_ok=True)
     for kind, (file_name, baseline, candidate) in RESULT_FILES.items():
-        rows = [_with_throughput(row, kind) for row in paired_rows(benchmarks, kind, baseline, candidate)]
+        rows = paired_rows(benchmarks, kind, baseline, candidate)
         if rows:
             merge_csv(out / file_name, rows, CASE_FIELDS)
     write_atomic(out / "env.json", json.dumps(environment(), indent=2, sort_keys=True) + "\n")
-
-
-def _with_throughput(row: dict, kind: str) -> dict:
-    """Whole-model and loop cases also get examples/s: their shape starts with the batch size (one
-    step) or the number of examples (one pass over a split)."""
-    if kind == "op":
-        return row
-    examples = int(row["shape"].split("x")[0])
-    times = {k.removesuffix("_median_s"): v for k, v in row.items() if k.endswith("_median_s")}
-    return row | {f"{impl}_examples_per_s": examples / t for impl, t in times.items()}

@@ -32,6 +32,7 @@ class Case:
     layout: str
     device: str
     kind: str = "op"  # "op", "model" or "loop": which results file the case goes to
+    examples: int = 0  # examples one call processes (models, loops): their rows get examples/s
 
     @property
     def group(self) -> str:
@@ -61,7 +62,8 @@ def time_member(benchmark, fn, case: Case, impl: str, rounds: int = ROUNDS, warm
 
 def paired_rows(benchmarks, kind: str, baseline: str = "native", candidate: str = "custom") -> list[dict]:
     """One row per case of ``kind`` timed both ways: the case, both medians, speedup = baseline /
-    candidate, and every other implementation's time relative to the candidate's."""
+    candidate, every other implementation's time relative to the candidate's, and examples/s of
+    both where the case says how many examples a call processes."""
     medians, cases = {}, {}
     for bench in benchmarks:
         info = bench.extra_info
@@ -81,6 +83,11 @@ def paired_rows(benchmarks, kind: str, baseline: str = "native", candidate: str 
                     "others": " ".join(f"{impl}={ratio:.2f}" for impl, ratio in sorted(others.items())),
                 }
             )
+            if cases[group].get("examples"):
+                rows[-1] |= {
+                    f"{impl}_examples_per_s": cases[group]["examples"] / times[impl]
+                    for impl in (baseline, candidate)
+                }
     return rows
 
 

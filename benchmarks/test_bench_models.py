@@ -2,7 +2,7 @@
 batch size; mnist5k's one channel and ten classes): a training step (forward, backward, SGD step)
 and inference (eval forward). Then the runner's training pass against a plain DataLoader loop.
 
-Examples/s = batch / median step time; models.csv and loops.csv get them (conftest)."""
+Examples/s = examples per call / median time; models.csv and loops.csv get them (conftest)."""
 
 import pytest
 import torch
@@ -60,7 +60,9 @@ def test_model(benchmark, device, dataset, model_name, mode, backend):
         def fn():
             model(images)
 
-    case = Case(model_name, mode, dims(images.shape), "contiguous", device, kind="model")
+    case = Case(
+        model_name, mode, dims(images.shape), "contiguous", device, kind="model", examples=len(images)
+    )
     time_member(benchmark, fn, case, backend, rounds=20, warmup_rounds=3)  # whole models: noisier
 
 
@@ -86,5 +88,5 @@ def test_training_loop(benchmark, device, dataset, model_name, loop):
         )
 
     shape = f"{dims(train.images.shape)} batch{config.batch_size}"
-    case = Case(model_name, "train pass", shape, "contiguous", device, kind="loop")
+    case = Case(model_name, "train pass", shape, "contiguous", device, kind="loop", examples=len(train))
     time_member(benchmark, one_pass, case, loop, rounds=3, warmup_rounds=1)
