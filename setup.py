@@ -120,6 +120,9 @@ def make_extension():
     # No FMA contraction: keeps our float arithmetic in the order we wrote (and as native's).
     cxx_flags = opt + ["-std=c++20", "-fno-math-errno", "-ffp-contract=off", "-fdiagnostics-color=always"]
     cxx_flags += cpu_flags
+    # at::parallel_for is a header template over `#pragma omp parallel`: without -fopenmp it
+    # compiles to a serial loop. Linking libgomp.so.1 reuses the copy torch has already loaded.
+    cxx_flags += ["-fopenmp"]
     macros = [] if debug else [("NDEBUG", None)]
     extra = {"cxx": cxx_flags}
     ext_class = CppExtension
@@ -144,6 +147,7 @@ def make_extension():
         include_dirs=include_dirs,
         define_macros=macros,
         extra_compile_args=extra,
+        extra_link_args=["-fopenmp"],
     )
 
 

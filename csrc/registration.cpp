@@ -44,6 +44,11 @@ pybind11::dict build_info() {
   info["platform"] = CNNREPRO_BUILD_PLATFORM;
   info["build_type"] = CNNREPRO_BUILD_TYPE;
   info["cpu_flags"] = CNNREPRO_BUILD_CPU_FLAGS;
+#ifdef _OPENMP
+  info["openmp"] = true;  // at::parallel_for really runs on several threads
+#else
+  info["openmp"] = false;  // at::parallel_for's OpenMP pragma compiled away: every CPU kernel is serial
+#endif
   return info;
 }
 

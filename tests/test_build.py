@@ -16,6 +16,13 @@ def test_build_info_describes_the_build():
         assert info["cuda_arch_list"] == ""
 
 
+def test_cpu_kernels_are_built_to_run_in_parallel():
+    """at::parallel_for is a header template over an OpenMP pragma: built without -fopenmp, every
+    CPU kernel would silently run on one thread while torch's own ops use them all."""
+    if "parallel backend: OpenMP" in torch.__config__.parallel_info():
+        assert cnnrepro.build_info()["openmp"], "cnnrepro._C was compiled without -fopenmp"
+
+
 def test_ops_are_registered_with_the_dispatcher():
     for name in ("lrn", "lrn_backward"):
         assert hasattr(torch.ops.cnnrepro, name)
