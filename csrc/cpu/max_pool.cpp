@@ -14,9 +14,11 @@
 #include <algorithm>
 #include <limits>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "../max_pool.h"
+#include "vec8.h"
 
 namespace cnnrepro::max_pool {
 namespace {
@@ -120,58 +122,127 @@ void forward_plane(const scalar_t* x, scalar_t* y, int64_t* idx, const Geometry&
   }
 }
 
-// All C channels of one output position, tap by tap in row-major order; x points at the
-// sample, y and idx at the position's channels. The select over contiguous channels vectorizes.
+// Channels-last float32 goes eight channels at a time in explicit vectors: the running maxima and
+// their positions (int32, so the plane must fit) stay in registers while the window is scanned.
+// Other dtypes, and the channels after the last group of eight, take the scalar scan.
 template <typename scalar_t>
-void forward_position_channels_last(const scalar_t* x, scalar_t* y, int64_t* idx, int64_t oh, int64_t ow,
-                                    const Geometry& g, RowScratch<at::opmath_type<scalar_t>>& s,
-                                    std::vector<int64_t>& tap_position) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const Window& w = g.win;
-  const Taps rows = taps(oh, w.sh, w.ph, w.kh, w.dh, g.H), cols = taps(ow, w.sw, w.pw, w.kw, w.dw, g.W);
-  acc_t* best = s.best.data();
-  int32_t* tap = s.tap.data();
-  std::fill(best, best + g.C, -std::numeric_limits<acc_t>::infinity());
-  std::fill(tap, tap + g.C, 0);
-  tap_position.clear();
-  for (int64_t ih = rows.first; ih < rows.end; ih += rows.step) {
-    for (int64_t iw = cols.first; iw < cols.end; iw += cols.step) {
-      const int32_t t = static_cast<int32_t>(tap_position.size());
-      tap_position.push_back(ih * g.W + iw);
-      const scalar_t* xp = x + (ih * g.W + iw) * g.C;
-      for (int64_t c = 0; c < g.C; ++c) {
-        const acc_t value = static_cast<acc_t>(xp[c]);
-        const bool take = takes_max(value, best[c]);
-        best[c] = take ? value : best[c];
-        tap[c] = take ? t : tap[c];
-      }
-    }
-  }
-  // A window wholly in the padding has no tap: -inf, and native's index of its first would-be tap.
-  const int64_t no_tap = rows.first * g.W + cols.first;
-  for (int64_t c = 0; c < g.C; ++c) {
-    y[c] = static_cast<scalar_t>(best[c]);
-    idx[c] = tap_position.empty() ? no_tap : tap_position[tap[c]];
-  }
+bool vectorizes_channels_last(const Geometry& g) {
+  return std::is_same_v<scalar_t, float> && g.H * g.W <= std::numeric_limits<int32_t>::max();
 }
 
-// Channels-last backward for one input position, as a gather: sum[c] collects, in output order,
-// the gradients of the covering windows whose argmax for channel c is this position.
-template <typename scalar_t, typename acc_t>
-void gather_position_channels_last(const scalar_t* dy, const int64_t* idx, int64_t ih, int64_t iw, const Geometry& g,
-                                   acc_t* sum) {
+// The window of one output position: its in-bounds taps along each axis, and the first tap's
+// position (also native's index for a window wholly in the padding, which has no tap and gives -inf).
+struct PositionWindow {
+  Taps rows, cols;
+  int64_t first;
+};
+
+inline PositionWindow position_window(int64_t oh, int64_t ow, const Geometry& g) {
   const Window& w = g.win;
-  const Range rows = covering_outputs(ih, w.sh, w.ph, w.kh, w.dh, g.OH);
-  const Range cols = covering_outputs(iw, w.sw, w.pw, w.kw, w.dw, g.OW);
-  const int64_t pos = ih * g.W + iw;
-  std::fill(sum, sum + g.C, acc_t(0));
-  for (int64_t oh = rows.first; oh <= rows.last; ++oh) {
-    for (int64_t ow = cols.first; ow <= cols.last; ++ow) {
-      const scalar_t* grad = dy + (oh * g.OW + ow) * g.C;
-      const int64_t* where = idx + (oh * g.OW + ow) * g.C;
-      for (int64_t c = 0; c < g.C; ++c) sum[c] += where[c] == pos ? static_cast<acc_t>(grad[c]) : acc_t(0);
+  const Taps rows = taps(oh, w.sh, w.ph, w.kh, w.dh, g.H), cols = taps(ow, w.sw, w.pw, w.kw, w.dw, g.W);
+  return {rows, cols, rows.first * g.W + cols.first};
+}
+
+// Channel c of one output position, scanned tap by tap in row-major order. x points at the
+// sample, y and idx at the position's channels.
+template <typename scalar_t>
+void forward_channel_channels_last(const scalar_t* x, scalar_t* y, int64_t* idx, const PositionWindow& pw,
+                                   const Geometry& g, int64_t c) {
+  using acc_t = at::opmath_type<scalar_t>;
+  acc_t best = -std::numeric_limits<acc_t>::infinity();
+  int64_t where = pw.first;
+  for (int64_t ih = pw.rows.first; ih < pw.rows.end; ih += pw.rows.step) {
+    for (int64_t iw = pw.cols.first; iw < pw.cols.end; iw += pw.cols.step) {
+      const acc_t value = static_cast<acc_t>(x[(ih * g.W + iw) * g.C + c]);
+      if (takes_max(value, best)) best = value, where = ih * g.W + iw;
     }
   }
+  y[c] = static_cast<scalar_t>(best);
+  idx[c] = where;
+}
+
+// Channels [c0, c0 + 8) of one output position, float32: the same scan, eight lanes at once.
+inline void forward_group_channels_last(const float* x, float* y, int64_t* idx, const PositionWindow& pw,
+                                        const Geometry& g, int64_t c0) {
+  using namespace cpu::vec8;
+  Floats best = splat(-std::numeric_limits<float>::infinity());
+  Ints where = splat(static_cast<int32_t>(pw.first));
+  for (int64_t ih = pw.rows.first; ih < pw.rows.end; ih += pw.rows.step) {
+    for (int64_t iw = pw.cols.first; iw < pw.cols.end; iw += pw.cols.step) {
+      const int32_t pos = static_cast<int32_t>(ih * g.W + iw);
+      const Floats value = load(x + pos * g.C + c0);
+      const Ints take = (value > best) | (value != value);
+      best = take ? value : best;
+      where = take ? splat(pos) : where;
+    }
+  }
+  store(y + c0, best);
+  store_widened(idx + c0, where);
+}
+
+// All channels of output position (oh, ow).
+template <typename scalar_t>
+void forward_position_channels_last(const scalar_t* x, scalar_t* y, int64_t* idx, int64_t oh, int64_t ow,
+                                    const Geometry& g) {
+  const PositionWindow pw = position_window(oh, ow, g);
+  int64_t c = 0;
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (vectorizes_channels_last<scalar_t>(g))
+      for (; c + cpu::vec8::kWidth <= g.C; c += cpu::vec8::kWidth) forward_group_channels_last(x, y, idx, pw, g, c);
+  }
+  for (; c < g.C; ++c) forward_channel_channels_last(x, y, idx, pw, g, c);
+}
+
+// The backward as a gather: input position (ih, iw) sums, in output order, the gradients of the
+// windows that cover it and whose argmax is this position. dy and idx point at the sample.
+struct CoveringWindows {
+  Range rows, cols;
+  int64_t pos;
+};
+
+inline CoveringWindows covering_windows(int64_t ih, int64_t iw, const Geometry& g) {
+  const Window& w = g.win;
+  return {covering_outputs(ih, w.sh, w.ph, w.kh, w.dh, g.OH), covering_outputs(iw, w.sw, w.pw, w.kw, w.dw, g.OW),
+          ih * g.W + iw};
+}
+
+template <typename scalar_t>
+void gather_channel_channels_last(const scalar_t* dy, const int64_t* idx, scalar_t* dx, const CoveringWindows& cw,
+                                  const Geometry& g, int64_t c) {
+  using acc_t = at::opmath_type<scalar_t>;
+  acc_t sum = 0;
+  for (int64_t oh = cw.rows.first; oh <= cw.rows.last; ++oh) {
+    for (int64_t ow = cw.cols.first; ow <= cw.cols.last; ++ow) {
+      const int64_t offset = (oh * g.OW + ow) * g.C + c;
+      if (idx[offset] == cw.pos) sum += static_cast<acc_t>(dy[offset]);
+    }
+  }
+  dx[c] = static_cast<scalar_t>(sum);
+}
+
+inline void gather_group_channels_last(const float* dy, const int64_t* idx, float* dx, const CoveringWindows& cw,
+                                       const Geometry& g, int64_t c0) {
+  using namespace cpu::vec8;
+  Floats sum{};
+  for (int64_t oh = cw.rows.first; oh <= cw.rows.last; ++oh) {
+    for (int64_t ow = cw.cols.first; ow <= cw.cols.last; ++ow) {
+      const int64_t offset = (oh * g.OW + ow) * g.C + c0;
+      sum += equal_mask(idx + offset, cw.pos) ? load(dy + offset) : Floats{};  // + 0 leaves the sum as it is
+    }
+  }
+  store(dx + c0, sum);
+}
+
+// All channels of input position (ih, iw); dx points at the position's channels.
+template <typename scalar_t>
+void gather_position_channels_last(const scalar_t* dy, const int64_t* idx, scalar_t* dx, int64_t ih, int64_t iw,
+                                   const Geometry& g) {
+  const CoveringWindows cw = covering_windows(ih, iw, g);
+  int64_t c = 0;
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    for (; c + cpu::vec8::kWidth <= g.C; c += cpu::vec8::kWidth) gather_group_channels_last(dy, idx, dx, cw, g, c);
+  }
+  for (; c < g.C; ++c) gather_channel_channels_last(dy, idx, dx, cw, g, c);
 }
 
 std::tuple<at::Tensor, at::Tensor> max_pool2d_with_argmax_cpu(const at::Tensor& input, at::IntArrayRef kernel_size,
@@ -196,13 +267,9 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_with_argmax_cpu(const at::Tensor& 
       });
     } else {
       at::parallel_for(0, g.N * out_plane, 1, [&](int64_t begin, int64_t end) {
-        Scratch scratch(g.C);
-        std::vector<int64_t> tap_position;
-        tap_position.reserve(g.win.kh * g.win.kw);
         for (int64_t i = begin; i < end; ++i) {
           const int64_t n = i / out_plane, o = i % out_plane;
-          forward_position_channels_last(xp + n * in_plane * g.C, yp + i * g.C, ip + i * g.C, o / g.OW, o % g.OW, g,
-                                         scratch, tap_position);
+          forward_position_channels_last(xp + n * in_plane * g.C, yp + i * g.C, ip + i * g.C, o / g.OW, o % g.OW, g);
         }
       });
     }
@@ -243,13 +310,11 @@ at::Tensor max_pool2d_with_argmax_backward_cpu(const at::Tensor& grad_output, co
       });
     } else {
       at::parallel_for(0, g.N * g.H, 1, [&](int64_t begin, int64_t end) {
-        std::vector<acc_t> sum(g.C);
         for (int64_t row = begin; row < end; ++row) {
           const int64_t n = row / g.H, ih = row % g.H;
           for (int64_t iw = 0; iw < g.W; ++iw) {
-            gather_position_channels_last(dyp + n * out_plane * g.C, ip + n * out_plane * g.C, ih, iw, g, sum.data());
-            scalar_t* target = dxp + ((n * g.H + ih) * g.W + iw) * g.C;
-            for (int64_t c = 0; c < g.C; ++c) target[c] = static_cast<scalar_t>(sum[c]);
+            gather_position_channels_last(dyp + n * out_plane * g.C, ip + n * out_plane * g.C,
+                                          dxp + ((n * g.H + ih) * g.W + iw) * g.C, ih, iw, g);
           }
         }
       });
