@@ -47,9 +47,13 @@ test: $(VENV)/.installed
 # for later comparisons: make bench BENCH_ARGS=--benchmark-compare
 BENCH_DIR ?= reports/bench
 BENCH_ARGS ?=
+# glibc hands every freed block over 32 MiB back to the OS, so each call on a large tensor would fault
+# its pages back in (a 37 MB gradient: 9,000 faults, most of a max-pool backward's time, for custom
+# and native alike). Keeping freed memory measures the kernels; BENCH_MALLOC= measures glibc's default.
+BENCH_MALLOC ?= glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=17179869184
 bench: $(VENV)/.installed
 	mkdir -p $(BENCH_DIR)
-	$(PY) -m pytest benchmarks --benchmark-only --benchmark-group-by=group --benchmark-columns=median,iqr,rounds \
+	GLIBC_TUNABLES=$(BENCH_MALLOC) $(PY) -m pytest benchmarks --benchmark-only --benchmark-group-by=group --benchmark-columns=median,iqr,rounds \
 		--bench-out=$(BENCH_DIR) --benchmark-json=$(BENCH_DIR)/$$($(PY) -c \
 		"import sys; sys.path.insert(0, 'benchmarks'); import harness; print(harness.machine_name())").json \
 		--benchmark-storage=$(BENCH_DIR)/history --benchmark-autosave $(BENCH_ARGS)

@@ -133,6 +133,7 @@ def environment() -> dict:
         "cpu": cpu_model(),
         "cpus": os.cpu_count(),
         "threads": torch.get_num_threads(),
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),  # the allocator setting (see make bench)
         "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "torch": torch.__version__,
         "build_info": json.dumps(cnnrepro.build_info(), sort_keys=True),
