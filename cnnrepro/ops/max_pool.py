@@ -73,9 +73,12 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(indices)  # only the argmax: the input itself is not kept alive
     ctx.input_size = x.shape
     ctx.window = window
+    ctx.set_materialize_grads(False)  # no zero-filled gradient for the indices (a pass over the output)
 
 
 def _backward(ctx, grad_values, _grad_indices):
+    if grad_values is None:  # the values took no part in the loss
+        return (None,) * 6
     (indices,) = ctx.saved_tensors
     grad_input = torch.ops.cnnrepro.max_pool2d_with_argmax_backward(
         grad_values, indices, list(ctx.input_size), *ctx.window
