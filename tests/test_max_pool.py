@@ -63,6 +63,18 @@ def test_sweep_matches_native(device, kernel, stride, padding, dilation, ceil_mo
         assert indices.is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.parametrize("channels", [8, 20])
+def test_channels_last_groups_of_eight(device, channels):
+    """Channels-last float32 runs eight channels at a time, then the rest one by one: both paths,
+    with ties (a constant patch), NaN and overlapping windows, must match native."""
+    x = torch.randn(2, channels, 11, 9, generator=torch.Generator().manual_seed(2))
+    x[:, :, 2:5, 2:5] = 1.0
+    x[0, 1, 4, 4] = float("nan")
+    x = x.to(device).contiguous(memory_format=torch.channels_last)
+    for kernel, stride, padding, dilation in ((3, 2, 1, 1), (2, 2, 0, 1), (3, 1, 1, 2)):
+        assert_same_pool(x, kernel, stride, padding, dilation, False)
+
+
 @pytest.mark.parametrize("shape", [(0, 3, 6, 6), (1, 3, 6, 6), (2, 3, 7, 5), (3, 7, 7)])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_batch_sizes_and_unbatched(device, shape, layout):

@@ -1,8 +1,8 @@
 // 2-D max pooling with argmax on the CPU.
 //
 // Contiguous (NCHW): one (n, c) plane per task, scalar window scans (planes are small).
-// Channels-last (NHWC): for each output position, the vector of channels moves through the
-// window together; the compare-and-select over contiguous channels vectorizes.
+// Channels-last (NHWC): for each output position, the channels move through the window together;
+// float32 eight channels at a time in explicit vectors (vec8.h), other dtypes one by one.
 // Backward, contiguous: each plane is scattered into by one task, in output order.
 // Backward, channels-last: a gather per input position over the windows that cover it, in
 // output order too, so both are deterministic and sum in native's order.
@@ -125,10 +125,7 @@ void forward_plane(const scalar_t* x, scalar_t* y, int64_t* idx, const Geometry&
 // Channels-last float32 goes eight channels at a time in explicit vectors: the running maxima and
 // their positions (int32, so the plane must fit) stay in registers while the window is scanned.
 // Other dtypes, and the channels after the last group of eight, take the scalar scan.
-template <typename scalar_t>
-bool vectorizes_channels_last(const Geometry& g) {
-  return std::is_same_v<scalar_t, float> && g.H * g.W <= std::numeric_limits<int32_t>::max();
-}
+inline bool positions_fit_int32(const Geometry& g) { return g.H * g.W <= std::numeric_limits<int32_t>::max(); }
 
 // The window of one output position: its in-bounds taps along each axis, and the first tap's
 // position (also native's index for a window wholly in the padding, which has no tap and gives -inf).
@@ -187,7 +184,7 @@ void forward_position_channels_last(const scalar_t* x, scalar_t* y, int64_t* idx
   const PositionWindow pw = position_window(oh, ow, g);
   int64_t c = 0;
   if constexpr (std::is_same_v<scalar_t, float>) {
-    if (vectorizes_channels_last<scalar_t>(g))
+    if (positions_fit_int32(g))
       for (; c + cpu::vec8::kWidth <= g.C; c += cpu::vec8::kWidth) forward_group_channels_last(x, y, idx, pw, g, c);
   }
   for (; c < g.C; ++c) forward_channel_channels_last(x, y, idx, pw, g, c);
