@@ -187,6 +187,37 @@ def test_gradcheck_in_float64(device):
     assert torch.autograd.gradcheck(fused, (x, w, b, gamma, beta))
 
 
+@pytest.mark.parametrize("bias, affine", [(True, False), (False, True), (True, True)])
+def test_gradients_only_for_what_requires_them(device, bias, affine):
+    """The C++ autograd maps each gradient to its argument also when optional ones are absent,
+    and skips the convolution's input gradient for a first layer (input without requires_grad)."""
+    fused, unfused = pair_of_blocks(
+        device, in_channels=3, out_channels=4, kernel_size=3, padding=1, bias=bias, affine=affine
+    )
+    fused.conv.weight.requires_grad_(False)
+    unfused.conv.weight.requires_grad_(False)
+    x = torch.randn(2, 3, 7, 7, device=device)
+    grad = torch.randn(2, 4, 7, 7, device=device)
+    fused(x).backward(grad)
+    unfused(x).backward(grad)
+    assert fused.conv.weight.grad is None and x.grad is None
+    for (name, p1), (_, p2) in zip(fused.named_parameters(), unfused.named_parameters(), strict=True):
+        if p2.requires_grad and name != "0.bias":  # the conv bias's true gradient is 0 (see above)
+            assert_close_at_scale(p1.grad, p2.grad, f"grad of {name}")
+
+
+def test_torch_compile_traces_forward_and_backward(device):
+    fused, unfused = pair_of_blocks(device, in_channels=3, out_channels=4, kernel_size=3, padding=1)
+    compiled = torch.compile(fused, backend="aot_eager", fullgraph=True)
+    x = torch.randn(2, 3, 6, 6, device=device)
+    compiled(x).square().sum().backward()
+    unfused(x).square().sum().backward()
+    for (name, p1), (_, p2) in zip(fused.named_parameters(), unfused.named_parameters(), strict=True):
+        assert_close_at_scale(p1.grad, p2.grad, f"grad of {name}")
+    for (name, b1), (_, b2) in zip(fused.named_buffers(), unfused.named_buffers(), strict=True):
+        assert_close_at_scale(b1.float(), b2.float(), f"buffer {name}")
+
+
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_opcheck(device, layout):
     torch.manual_seed(3)

@@ -1,5 +1,6 @@
 """Fused conv + BatchNorm + ReLU: training through ``torch.ops.cnnrepro.conv_bn_relu_train``,
-inference by folding BatchNorm into the convolution."""
+inference by folding BatchNorm into the convolution. The training op's autograd is registered
+in C++ (csrc/conv_bn_relu_autograd.cpp); its fake kernels are here."""
 
 import torch
 import torch.nn.functional as F
@@ -96,47 +97,3 @@ def _train_backward_fake(grad_output, x, weight, conv_out, mean, var, bn_weight,
     grad_weight = grad_weight if mask[1] else weight.new_empty(0)
     grad_bias = x.new_empty(channels) if mask[2] else x.new_empty(0)
     return grad_input, grad_weight, grad_bias, x.new_empty(channels), x.new_empty(channels)
-
-
-def _setup_context(ctx, inputs, output):
-    x, weight, bias, bn_weight, bn_bias, stride, padding, dilation, groups, eps = inputs
-    _, conv_out, mean, var = output
-    ctx.mark_non_differentiable(conv_out, mean, var)
-    ctx.save_for_backward(x, weight, conv_out, mean, var, bn_weight, bn_bias)
-    ctx.conv = (stride, padding, dilation, groups, eps)
-    ctx.has_bias = bias is not None
-    ctx.set_materialize_grads(False)  # the non-differentiable outputs get no zero-filled gradients
-
-
-def _backward(ctx, grad_output, *_unused):
-    if grad_output is None:  # the output took no part in the loss
-        return (None,) * 10
-    x, weight, conv_out, mean, var, bn_weight, bn_bias = ctx.saved_tensors
-    needs = ctx.needs_input_grad
-    grad_x, grad_w, grad_b, grad_gamma, grad_beta = torch.ops.cnnrepro.conv_bn_relu_train_backward(
-        grad_output,
-        x,
-        weight,
-        conv_out,
-        mean,
-        var,
-        bn_weight,
-        bn_bias,
-        *ctx.conv,
-        [needs[0], needs[1], ctx.has_bias and needs[2]],
-    )
-    return (
-        grad_x if needs[0] else None,
-        grad_w if needs[1] else None,
-        grad_b if ctx.has_bias and needs[2] else None,
-        grad_gamma if needs[3] else None,
-        grad_beta if needs[4] else None,
-        None,
-        None,
-        None,
-        None,
-        None,
-    )
-
-
-torch.library.register_autograd("cnnrepro::conv_bn_relu_train", _backward, setup_context=_setup_context)

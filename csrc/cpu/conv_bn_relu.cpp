@@ -112,31 +112,39 @@ inline T keep_if(bool keep, T value) {
   return std::bit_cast<T>(static_cast<Bits>(std::bit_cast<Bits>(value) & static_cast<Bits>(Bits(0) - Bits(keep))));
 }
 
-// Per-channel affine of the normalization: y = relu(z * scale + shift).
+// The per-channel constants of the normalization, in the op math type: y = relu(z * scale + shift),
+// computed in double from the batch statistics and the BatchNorm parameters; mean and gamma
+// (1 without affine parameters) for the backward. Read straight from the tensors: no .to() copies.
 template <typename acc_t>
 struct ChannelAffine {
-  std::vector<acc_t> scale, shift, invstd;
+  std::vector<acc_t> scale, shift, invstd, mean, gamma;
 };
+
+template <typename scalar_t>
+const scalar_t* data_or_null(const at::Tensor& t) {
+  return t.defined() ? t.const_data_ptr<scalar_t>() : nullptr;
+}
 
 template <typename scalar_t>
 ChannelAffine<at::opmath_type<scalar_t>> channel_affine(const at::Tensor& mean, const at::Tensor& var,
                                                         const c10::optional<at::Tensor>& bn_weight,
                                                         const c10::optional<at::Tensor>& bn_bias, double eps) {
   using opmath_t = at::opmath_type<scalar_t>;
+  auto dense = [](const c10::optional<at::Tensor>& t) { return t && t->defined() ? t->contiguous() : at::Tensor(); };
+  const at::Tensor m = mean.contiguous(), v = var.contiguous(), gamma = dense(bn_weight), beta = dense(bn_bias);
+  const scalar_t *mp = m.const_data_ptr<scalar_t>(), *vp = v.const_data_ptr<scalar_t>();
+  const scalar_t *gp = data_or_null<scalar_t>(gamma), *bp = data_or_null<scalar_t>(beta);
   const int64_t C = mean.size(0);
-  const auto m = mean.to(at::kDouble), v = var.to(at::kDouble);
-  const auto* mp = m.const_data_ptr<double>();
-  const auto* vp = v.const_data_ptr<double>();
-  const at::Tensor gamma = bn_weight && bn_weight->defined() ? bn_weight->to(at::kDouble) : at::Tensor();
-  const at::Tensor beta = bn_bias && bn_bias->defined() ? bn_bias->to(at::kDouble) : at::Tensor();
-  const double* gp = gamma.defined() ? gamma.const_data_ptr<double>() : nullptr;
-  const double* bp = beta.defined() ? beta.const_data_ptr<double>() : nullptr;
-  ChannelAffine<opmath_t> a{std::vector<opmath_t>(C), std::vector<opmath_t>(C), std::vector<opmath_t>(C)};
+  ChannelAffine<opmath_t> a;
+  for (auto* field : {&a.scale, &a.shift, &a.invstd, &a.mean, &a.gamma}) field->resize(C);
   for (int64_t c = 0; c < C; ++c) {
-    const double invstd = 1.0 / std::sqrt(vp[c] + eps), scale = gamma_of(gp, c) * invstd;
+    const double g = static_cast<double>(gamma_of(gp, c)), b = static_cast<double>(beta_of(bp, c));
+    const double invstd = 1.0 / std::sqrt(static_cast<double>(vp[c]) + eps), scale = g * invstd;
     a.invstd[c] = static_cast<opmath_t>(invstd);
     a.scale[c] = static_cast<opmath_t>(scale);
-    a.shift[c] = static_cast<opmath_t>(beta_of(bp, c) - mp[c] * scale);
+    a.shift[c] = static_cast<opmath_t>(b - static_cast<double>(mp[c]) * scale);
+    a.mean[c] = static_cast<opmath_t>(mp[c]);
+    a.gamma[c] = static_cast<opmath_t>(g);
   }
   return a;
 }
@@ -208,8 +216,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv_bn_r
     using opmath_t = at::opmath_type<scalar_t>;
     const auto affine = channel_affine<scalar_t>(mean, var, bn_weight, bn_bias, eps);
     const opmath_t *scale = affine.scale.data(), *shift = affine.shift.data(), *invstd = affine.invstd.data();
-    const auto mean_op = mean.to(c10::CppTypeToScalarType<opmath_t>::value);
-    const opmath_t* mu = mean_op.const_data_ptr<opmath_t>();
+    const opmath_t* mu = affine.mean.data();
     const scalar_t *zp = z.const_data_ptr<scalar_t>(), *dyp = dy.const_data_ptr<scalar_t>();
     // dv: the gradient past the ReLU, whose mask is recomputed from z (y itself is not kept).
     auto grad_past_relu = [&](int64_t c, int64_t i) {
@@ -223,15 +230,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv_bn_r
       return std::pair<acc_t, acc_t>{dv, dv * x_hat};
     });
     const double count = static_cast<double>(g.N * g.S);
-    const at::Tensor gamma = bn_weight && bn_weight->defined() ? bn_weight->to(c10::CppTypeToScalarType<opmath_t>::value)
-                                                               : at::Tensor();
-    const opmath_t* gp = gamma.defined() ? gamma.const_data_ptr<opmath_t>() : nullptr;
     std::vector<opmath_t> k_dz(g.C), k_mean(g.C), k_xhat(g.C);  // dz = k_dz * (dv - k_mean - x_hat * k_xhat)
     scalar_t *dgp = grad_gamma.mutable_data_ptr<scalar_t>(), *dbp = grad_beta.mutable_data_ptr<scalar_t>();
     for (int64_t c = 0; c < g.C; ++c) {
       dbp[c] = static_cast<scalar_t>(sums[c]);
       dgp[c] = static_cast<scalar_t>(sums[g.C + c]);
-      k_dz[c] = gamma_of(gp, c) * invstd[c];
+      k_dz[c] = affine.gamma[c] * invstd[c];
       k_mean[c] = static_cast<opmath_t>(sums[c] / count);
       k_xhat[c] = static_cast<opmath_t>(sums[g.C + c] / count);
     }
