@@ -63,10 +63,11 @@ def test_sweep_matches_native(device, kernel, stride, padding, dilation, ceil_mo
         assert indices.is_contiguous(memory_format=torch.channels_last)
 
 
-@pytest.mark.parametrize("channels", [8, 20])
-def test_channels_last_groups_of_eight(device, channels):
-    """Channels-last float32 runs eight channels at a time, then the rest one by one: both paths,
-    with ties (a constant patch), NaN and overlapping windows, must match native."""
+@pytest.mark.parametrize("channels", [8, 20, 44])
+def test_channels_last_vector_groups(device, channels):
+    """Channels-last float32 runs 32 channels at a time, then eight, then the rest one by one (44
+    takes all three); its backward splits channels into blocks of 16 when the batch is small. Every
+    path, with ties (a constant patch), NaN and overlapping windows, must match native."""
     x = torch.randn(2, channels, 11, 9, generator=torch.Generator().manual_seed(2))
     x[:, :, 2:5, 2:5] = 1.0
     x[0, 1, 4, 4] = float("nan")

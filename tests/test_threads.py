@@ -40,8 +40,9 @@ def conv_bn_relu_step(x):
 @pytest.mark.skipif(torch.get_num_threads() < 2, reason="needs two CPU threads")
 @pytest.mark.parametrize("step", [lrn_step, pool_step, conv_bn_relu_step])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
-def test_one_thread_and_two_give_the_same_bits(step, layout):
-    x = torch.randn(8, 16, 33, 33, generator=torch.Generator().manual_seed(0))
+@pytest.mark.parametrize("shape", [(8, 16, 33, 33), (1, 44, 17, 17)])  # one sample: split by channels
+def test_one_thread_and_two_give_the_same_bits(step, layout, shape):
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     x = x.contiguous(memory_format=layout).requires_grad_()
     with threads(1):
         serial = step(x)

@@ -2,10 +2,9 @@
 //
 // Contiguous (NCHW): one (n, c) plane per task, scalar window scans (planes are small).
 // Channels-last (NHWC): for each output position, the channels move through the window together;
-// float32 eight channels at a time in explicit vectors (vec8.h), other dtypes one by one.
-// Backward, contiguous: each plane is scattered into by one task, in output order.
-// Backward, channels-last: a gather per input position over the windows that cover it, in
-// output order too, so both are deterministic and sum in native's order.
+// float32 in explicit vectors of eight channels (vec8.h), four vectors at a time; other dtypes one by one.
+// Backward: a scatter in output order, by tasks that own disjoint slices of the input gradient
+// (a plane; a block of channels of one sample), so it is deterministic and sums in native's order.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -122,9 +121,9 @@ void forward_plane(const scalar_t* x, scalar_t* y, int64_t* idx, const Geometry&
   }
 }
 
-// Channels-last float32 goes eight channels at a time in explicit vectors: the running maxima and
-// their positions (int32, so the plane must fit) stay in registers while the window is scanned.
-// Other dtypes, and the channels after the last group of eight, take the scalar scan.
+// Channels-last float32 goes in explicit vectors of eight channels: the running maxima and their
+// positions (int32, so the plane must fit) stay in registers while the window is scanned. Other
+// dtypes, and the channels after the last group of eight, take the scalar scan.
 inline bool positions_fit_int32(const Geometry& g) { return g.H * g.W <= std::numeric_limits<int32_t>::max(); }
 
 // The window of one output position: its in-bounds taps along each axis, and the first tap's
@@ -158,23 +157,35 @@ void forward_channel_channels_last(const scalar_t* x, scalar_t* y, int64_t* idx,
   idx[c] = where;
 }
 
-// Channels [c0, c0 + 8) of one output position, float32: the same scan, eight lanes at once.
-inline void forward_group_channels_last(const float* x, float* y, int64_t* idx, const PositionWindow& pw,
-                                        const Geometry& g, int64_t c0) {
+// Channels [c0, c0 + 8 * kGroups) of one output position, float32: the same scan, eight lanes per
+// group. Several groups per tap give the compare-and-select chains of different groups to run
+// side by side (one group alone waits on its own chain's latency at every tap).
+template <int kGroups>
+inline void forward_groups_channels_last(const float* x, float* y, int64_t* idx, const PositionWindow& pw,
+                                         const Geometry& g, int64_t c0) {
   using namespace cpu::vec8;
-  Floats best = splat(-std::numeric_limits<float>::infinity());
-  Ints where = splat(static_cast<int32_t>(pw.first));
+  Floats best[kGroups];
+  Ints where[kGroups];
+  for (int k = 0; k < kGroups; ++k) {
+    best[k] = splat(-std::numeric_limits<float>::infinity());
+    where[k] = splat(static_cast<int32_t>(pw.first));
+  }
   for (int64_t ih = pw.rows.first; ih < pw.rows.end; ih += pw.rows.step) {
     for (int64_t iw = pw.cols.first; iw < pw.cols.end; iw += pw.cols.step) {
       const int32_t pos = static_cast<int32_t>(ih * g.W + iw);
-      const Floats value = load(x + pos * g.C + c0);
-      const Ints take = (value > best) | (value != value);
-      best = take ? value : best;
-      where = take ? splat(pos) : where;
+      const float* src = x + pos * g.C + c0;
+      for (int k = 0; k < kGroups; ++k) {
+        const Floats value = load(src + k * kWidth);
+        const Ints take = (value > best[k]) | (value != value);
+        best[k] = take ? value : best[k];
+        where[k] = take ? splat(pos) : where[k];
+      }
     }
   }
-  store(y + c0, best);
-  store_widened(idx + c0, where);
+  for (int k = 0; k < kGroups; ++k) {
+    store(y + c0 + k * kWidth, best[k]);
+    store_widened(idx + c0 + k * kWidth, where[k]);
+  }
 }
 
 // All channels of output position (oh, ow).
@@ -184,62 +195,48 @@ void forward_position_channels_last(const scalar_t* x, scalar_t* y, int64_t* idx
   const PositionWindow pw = position_window(oh, ow, g);
   int64_t c = 0;
   if constexpr (std::is_same_v<scalar_t, float>) {
-    if (positions_fit_int32(g))
-      for (; c + cpu::vec8::kWidth <= g.C; c += cpu::vec8::kWidth) forward_group_channels_last(x, y, idx, pw, g, c);
+    constexpr int64_t kWidth = cpu::vec8::kWidth;
+    if (positions_fit_int32(g)) {
+      for (; c + 4 * kWidth <= g.C; c += 4 * kWidth) forward_groups_channels_last<4>(x, y, idx, pw, g, c);
+      for (; c + kWidth <= g.C; c += kWidth) forward_groups_channels_last<1>(x, y, idx, pw, g, c);
+    }
   }
   for (; c < g.C; ++c) forward_channel_channels_last(x, y, idx, pw, g, c);
 }
 
-// The backward as a gather: input position (ih, iw) sums, in output order, the gradients of the
-// windows that cover it and whose argmax is this position. dy and idx point at the sample.
-struct CoveringWindows {
-  Range rows, cols;
-  int64_t pos;
-};
-
-inline CoveringWindows covering_windows(int64_t ih, int64_t iw, const Geometry& g) {
-  const Window& w = g.win;
-  return {covering_outputs(ih, w.sh, w.ph, w.kh, w.dh, g.OH), covering_outputs(iw, w.sw, w.pw, w.kw, w.dw, g.OW),
-          ih * g.W + iw};
-}
-
-template <typename scalar_t>
-void gather_channel_channels_last(const scalar_t* dy, const int64_t* idx, scalar_t* dx, const CoveringWindows& cw,
-                                  const Geometry& g, int64_t c) {
+// The backward of one task: zero its slice of dx, then add each output's gradient at its argmax,
+// in output order (so the sums are deterministic and in native's order). The slice is `width`
+// interleaved planes whose positions lie `pitch` elements apart: one plane of a contiguous tensor
+// (pitch 1, width 1), or a block of channels of one channels-last sample (pitch C). Zeroing just
+// before the scatter keeps the slice in cache for it: one pass over memory, not two.
+template <typename scalar_t, typename Pitch, typename Width>
+void scatter_slice(const scalar_t* dy, const int64_t* idx, scalar_t* dx, int64_t in_plane, int64_t out_plane,
+                   Pitch pitch, Width width) {
   using acc_t = at::opmath_type<scalar_t>;
-  acc_t sum = 0;
-  for (int64_t oh = cw.rows.first; oh <= cw.rows.last; ++oh) {
-    for (int64_t ow = cw.cols.first; ow <= cw.cols.last; ++ow) {
-      const int64_t offset = (oh * g.OW + ow) * g.C + c;
-      if (idx[offset] == cw.pos) sum += static_cast<acc_t>(dy[offset]);
+  if (pitch == width) {
+    std::fill(dx, dx + in_plane * width, scalar_t(0));
+  } else {
+    for (int64_t p = 0; p < in_plane; ++p) std::fill(dx + p * pitch, dx + p * pitch + width, scalar_t(0));
+  }
+  for (int64_t o = 0; o < out_plane; ++o) {
+    for (int64_t c = 0; c < width; ++c) {
+      const int64_t where = idx[o * pitch + c];
+      if (!in_plane_range(where, in_plane)) continue;  // a window wholly in the padding
+      scalar_t& target = dx[where * pitch + c];
+      target = static_cast<scalar_t>(static_cast<acc_t>(target) + static_cast<acc_t>(dy[o * pitch + c]));
     }
   }
-  dx[c] = static_cast<scalar_t>(sum);
 }
 
-inline void gather_group_channels_last(const float* dy, const int64_t* idx, float* dx, const CoveringWindows& cw,
-                                       const Geometry& g, int64_t c0) {
-  using namespace cpu::vec8;
-  Floats sum{};
-  for (int64_t oh = cw.rows.first; oh <= cw.rows.last; ++oh) {
-    for (int64_t ow = cw.cols.first; ow <= cw.cols.last; ++ow) {
-      const int64_t offset = (oh * g.OW + ow) * g.C + c0;
-      sum += equal_mask(idx + offset, cw.pos) ? load(dy + offset) : Floats{};  // + 0 leaves the sum as it is
-    }
-  }
-  store(dx + c0, sum);
-}
-
-// All channels of input position (ih, iw); dx points at the position's channels.
-template <typename scalar_t>
-void gather_position_channels_last(const scalar_t* dy, const int64_t* idx, scalar_t* dx, int64_t ih, int64_t iw,
-                                   const Geometry& g) {
-  const CoveringWindows cw = covering_windows(ih, iw, g);
-  int64_t c = 0;
-  if constexpr (std::is_same_v<scalar_t, float>) {
-    for (; c + cpu::vec8::kWidth <= g.C; c += cpu::vec8::kWidth) gather_group_channels_last(dy, idx, dx, cw, g, c);
-  }
-  for (; c < g.C; ++c) gather_channel_channels_last(dy, idx, dx, cw, g, c);
+// Channels per channels-last backward task. A whole sample reads grad_output and the indices as
+// sequential streams; tasks of 16-channel blocks read them at a stride of C and were 3x slower
+// (memory-latency bound), so a sample is split only when there are too few samples to give every
+// thread two tasks. Each element's sum is in output order whatever the split: same bits.
+int64_t channels_per_task(const Geometry& g) {
+  constexpr int64_t kBlock = 16;  // 64 bytes of float32: tasks seldom share a cache line of dx
+  const int64_t blocks = (g.C + kBlock - 1) / kBlock;
+  const int64_t splits = std::min(blocks, (2 * at::get_num_threads() + g.N - 1) / g.N);
+  return std::min(g.C, (blocks + splits - 1) / splits * kBlock);
 }
 
 std::tuple<at::Tensor, at::Tensor> max_pool2d_with_argmax_cpu(const at::Tensor& input, at::IntArrayRef kernel_size,
@@ -281,38 +278,28 @@ at::Tensor max_pool2d_with_argmax_backward_cpu(const at::Tensor& grad_output, co
   const BackwardCall call =
       prepare_backward(grad_output, indices, input_size, kernel_size, stride, padding, dilation, ceil_mode);
   const Geometry& g = call.g;
-  // Contiguous: each plane is zeroed just before its scatter, while it sits in cache (one pass over
-  // memory, not a zero pass and then a scatter pass). Channels-last: the gather writes every element once.
   const auto format = g.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   at::Tensor dx = at::empty({g.N, g.C, g.H, g.W}, call.grad_output.options().memory_format(format));
   if (dx.numel() == 0) return finish_backward(grad_output, dx);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dx.scalar_type(), "cnnrepro::max_pool2d_with_argmax_backward", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* dyp = call.grad_output.const_data_ptr<scalar_t>();
     const int64_t* ip = call.indices.const_data_ptr<int64_t>();
     scalar_t* dxp = dx.mutable_data_ptr<scalar_t>();
     const int64_t in_plane = g.H * g.W, out_plane = g.OH * g.OW;
     if (!g.channels_last) {
+      constexpr auto one = std::integral_constant<int64_t, 1>{};
       at::parallel_for(0, g.N * g.C, 1, [&](int64_t begin, int64_t end) {
-        for (int64_t p = begin; p < end; ++p) {
-          scalar_t* plane = dxp + p * in_plane;
-          const scalar_t* grad = dyp + p * out_plane;
-          const int64_t* where = ip + p * out_plane;
-          std::fill(plane, plane + in_plane, scalar_t(0));
-          for (int64_t o = 0; o < out_plane; ++o) {
-            if (!in_plane_range(where[o], in_plane)) continue;  // a window wholly in the padding
-            plane[where[o]] = static_cast<scalar_t>(static_cast<acc_t>(plane[where[o]]) + static_cast<acc_t>(grad[o]));
-          }
-        }
+        for (int64_t p = begin; p < end; ++p)
+          scatter_slice(dyp + p * out_plane, ip + p * out_plane, dxp + p * in_plane, in_plane, out_plane, one, one);
       });
     } else {
-      at::parallel_for(0, g.N * g.H, 1, [&](int64_t begin, int64_t end) {
-        for (int64_t row = begin; row < end; ++row) {
-          const int64_t n = row / g.H, ih = row % g.H;
-          for (int64_t iw = 0; iw < g.W; ++iw) {
-            gather_position_channels_last(dyp + n * out_plane * g.C, ip + n * out_plane * g.C,
-                                          dxp + ((n * g.H + ih) * g.W + iw) * g.C, ih, iw, g);
-          }
+      const int64_t width = channels_per_task(g), blocks = (g.C + width - 1) / width;
+      at::parallel_for(0, g.N * blocks, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t task = begin; task < end; ++task) {
+          const int64_t n = task / blocks, c0 = (task % blocks) * width;
+          const int64_t out_offset = n * out_plane * g.C + c0;
+          scatter_slice(dyp + out_offset, ip + out_offset, dxp + n * in_plane * g.C + c0, in_plane, out_plane, g.C,
+                        std::min(width, g.C - c0));
         }
       });
     }

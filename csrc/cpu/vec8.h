@@ -1,6 +1,6 @@
 // Eight float32 lanes (one AVX register; two SSE registers on a baseline build) as GCC/Clang vector
 // extensions, with their int32 companions for masks and small positions. For loops the compiler's
-// auto-vectorizer leaves scalar: a select whose mask mixes float compares with int64 compares.
+// auto-vectorizer leaves scalar: a float compare selecting both a value and an integer position.
 #pragma once
 
 #include <cstdint>
@@ -23,15 +23,6 @@ inline void store(float* p, Floats v) { std::memcpy(p, &v, sizeof v); }
 
 inline Floats splat(float value) { return Floats{} + value; }
 inline Ints splat(int32_t value) { return Ints{} + value; }
-
-// Lane masks of p[0..7] == value, for eight int64s.
-inline Ints equal_mask(const int64_t* p, int64_t value) {
-  Longs low, high;
-  std::memcpy(&low, p, sizeof low);
-  std::memcpy(&high, p + 4, sizeof high);
-  const Ints lo32 = reinterpret_cast<Ints>(low == value), hi32 = reinterpret_cast<Ints>(high == value);
-  return __builtin_shufflevector(lo32, hi32, 0, 2, 4, 6, 8, 10, 12, 14);  // a 64-bit mask's low halves
-}
 
 // Stores eight int32 lanes widened to int64.
 inline void store_widened(int64_t* p, Ints v) {
