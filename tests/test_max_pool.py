@@ -76,6 +76,26 @@ def test_channels_last_vector_groups(device, channels):
         assert_same_pool(x, kernel, stride, padding, dilation, False)
 
 
+@pytest.mark.parametrize("channels", [8, 20, 44])
+@pytest.mark.parametrize("size", [(2, 2), (4, 4), (7, 5)])
+def test_contiguous_narrow_planes(device, channels, size):
+    """Contiguous float32 maps with under eight output columns go through a channels-last transpose:
+    ties, NaN, padding, dilation and ceil_mode there too must match native."""
+    x = torch.randn(3, channels, *size, generator=torch.Generator().manual_seed(3))
+    x[:, :, :2, :2] = 0.5
+    x[1, 2, -1, -1] = float("nan")
+    x = x.to(device)
+    for kernel, stride, padding, dilation, ceil_mode in (
+        (3, 1, 1, 1, True),
+        (3, 2, 1, 1, False),
+        (2, 2, 0, 1, True),
+        (2, 1, 1, 2, False),
+    ):
+        if (size[0] + 2 * padding - dilation * (kernel - 1) - 1) < 0:
+            continue  # the window does not fit
+        assert_same_pool(x, kernel, stride, padding, dilation, ceil_mode)
+
+
 @pytest.mark.parametrize("shape", [(0, 3, 6, 6), (1, 3, 6, 6), (2, 3, 7, 5), (3, 7, 7)])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_batch_sizes_and_unbatched(device, shape, layout):

@@ -61,10 +61,9 @@ void forward_one(const scalar_t* x, scalar_t* y, int64_t* idx, const Geometry& g
   for (int64_t ih = rows.first; ih < rows.end; ih += rows.step) {
     for (int64_t iw = cols.first; iw < cols.end; iw += cols.step) {
       const acc_t value = static_cast<acc_t>(x[ih * g.W + iw]);
-      if (takes_max(value, best_value)) {
-        best_value = value;
-        best = ih * g.W + iw;
-      }
+      const bool take = takes_max(value, best_value);  // selects, not a branch: random data mispredicts
+      best_value = take ? value : best_value;
+      best = take ? ih * g.W + iw : best;
     }
   }
   *y = static_cast<scalar_t>(best_value);
@@ -239,6 +238,40 @@ int64_t channels_per_task(const Geometry& g) {
   return std::min(g.C, (blocks + splits - 1) / splits * kBlock);
 }
 
+// Contiguous float32 planes whose rows have fewer outputs than a vector (the 8x8 and smaller maps
+// of a CIFAR-sized GoogLeNet): the row scan has nothing to vectorize there and pays per-row setup
+// for a handful of outputs. Such a sample is transposed to channels-last in scratch, pooled by the
+// channels-last vector scan (same tap order: same values and indices), and transposed back.
+template <typename scalar_t>
+bool narrow_float_planes(const Geometry& g) {
+  return std::is_same_v<scalar_t, float> && g.OW < cpu::vec8::kWidth && g.C >= cpu::vec8::kWidth &&
+         positions_fit_int32(g);
+}
+
+struct TransposedSample {
+  std::vector<float> x, y;
+  std::vector<int64_t> idx;
+  explicit TransposedSample(const Geometry& g) : x(g.H * g.W * g.C), y(g.OH * g.OW * g.C), idx(g.OH * g.OW * g.C) {}
+};
+
+template <typename scalar_t>
+void forward_sample_through_channels_last(const scalar_t* x, scalar_t* y, int64_t* idx, const Geometry& g,
+                                          TransposedSample& t) {
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    const int64_t in_plane = g.H * g.W, out_plane = g.OH * g.OW;
+    for (int64_t c = 0; c < g.C; ++c)
+      for (int64_t p = 0; p < in_plane; ++p) t.x[p * g.C + c] = x[c * in_plane + p];
+    for (int64_t o = 0; o < out_plane; ++o)
+      forward_position_channels_last(t.x.data(), t.y.data() + o * g.C, t.idx.data() + o * g.C, o / g.OW, o % g.OW, g);
+    for (int64_t c = 0; c < g.C; ++c) {
+      for (int64_t o = 0; o < out_plane; ++o) {
+        y[c * out_plane + o] = t.y[o * g.C + c];
+        idx[c * out_plane + o] = t.idx[o * g.C + c];
+      }
+    }
+  }
+}
+
 std::tuple<at::Tensor, at::Tensor> max_pool2d_with_argmax_cpu(const at::Tensor& input, at::IntArrayRef kernel_size,
                                                                at::IntArrayRef stride, at::IntArrayRef padding,
                                                                at::IntArrayRef dilation, bool ceil_mode) {
@@ -251,7 +284,14 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_with_argmax_cpu(const at::Tensor& 
     int64_t* ip = call.indices.mutable_data_ptr<int64_t>();
     const int64_t in_plane = g.H * g.W, out_plane = g.OH * g.OW;
     using Scratch = RowScratch<at::opmath_type<scalar_t>>;
-    if (!g.channels_last) {
+    if (!g.channels_last && narrow_float_planes<scalar_t>(g)) {
+      at::parallel_for(0, g.N, 1, [&](int64_t begin, int64_t end) {
+        TransposedSample scratch(g);
+        for (int64_t n = begin; n < end; ++n)
+          forward_sample_through_channels_last(xp + n * g.C * in_plane, yp + n * g.C * out_plane,
+                                               ip + n * g.C * out_plane, g, scratch);
+      });
+    } else if (!g.channels_last) {
       dispatch_stride(g.win.sw, [&](auto sw) {
         at::parallel_for(0, g.N * g.C, 1, [&](int64_t begin, int64_t end) {
           Scratch scratch(g.OW);
