@@ -1,6 +1,7 @@
 // 2-D max pooling with argmax on the CPU.
 //
-// Contiguous (NCHW): one (n, c) plane per task, scalar window scans (planes are small).
+// Contiguous (NCHW): one (n, c) plane per task, a row's interior windows tap by tap across the row
+// (vectorized); float32 planes too narrow for that are pooled per sample through a channels-last transpose.
 // Channels-last (NHWC): for each output position, the channels move through the window together;
 // float32 in explicit vectors of eight channels (vec8.h), four vectors at a time; other dtypes one by one.
 // Backward: a scatter in output order, by tasks that own disjoint slices of the input gradient
