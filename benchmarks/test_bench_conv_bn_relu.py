@@ -1,7 +1,9 @@
 """Conv-BN-ReLU, the fused ConvBNReLU2d against nn.Sequential(Conv2d, BatchNorm2d, ReLU) eager, at
 ResNet-18 (64x56x56) and CIFAR-ResNet (16x32x32) shapes, 3x3, batch 32, float32, both layouts:
 a training step (forward + backward) and inference. torch.compile of the Sequential is timed as a
-second reference where it works, and so is inference through torch.nn.utils.fusion.fuse_conv_bn_eval."""
+second reference where it works, and so is inference through torch.nn.utils.fusion.fuse_conv_bn_eval.
+The convolution alone is timed too: the convolution is oneDNN's on both sides, so native's time over
+conv_alone's is the most any fusion around it can gain."""
 
 import copy
 
@@ -44,25 +46,37 @@ def compiled(module):
         pytest.skip(f"torch.compile unavailable here: {error}")
 
 
-@pytest.mark.parametrize("impl", ["custom", "native", "compiled"])
+def timed_block(impl, impls):
+    """(the module to time, the module whose parameters it trains) for ``impl``: ours, the native
+    Sequential, or a reference: torch.compile of the Sequential, or its convolution alone, the
+    floor any fusion around the convolution can reach (native / conv_alone is the ceiling)."""
+    native = impls["native"]
+    if impl == "compiled":
+        return compiled(native), native
+    if impl == "conv_alone":
+        return native[0], native[0]
+    return impls[impl], impls[impl]
+
+
+@pytest.mark.parametrize("impl", ["custom", "native", "compiled", "conv_alone"])
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("case", list(CASES))
 def test_training_step(benchmark, device, case, layout, impl):
     x, impls = blocks(case, layout, device)
-    block = compiled(impls["native"]) if impl == "compiled" else impls[impl]
+    block, trained = timed_block(impl, impls)
     x.requires_grad_()
     grad = torch.randn_like(block(x))
 
     def step():
         x.grad = None
-        for p in impls["native" if impl == "compiled" else impl].parameters():
+        for p in trained.parameters():
             p.grad = None
         block(x).backward(grad)
 
     time_member(benchmark, step, block_case("train", case, layout, device), impl)
 
 
-@pytest.mark.parametrize("impl", ["custom", "native", "fuse_conv_bn_eval"])
+@pytest.mark.parametrize("impl", ["custom", "native", "fuse_conv_bn_eval", "conv_alone"])
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("case", list(CASES))
 def test_inference(benchmark, device, case, layout, impl):
@@ -72,6 +86,8 @@ def test_inference(benchmark, device, case, layout, impl):
     if impl == "fuse_conv_bn_eval":
         native = impls["native"]
         block = torch.nn.Sequential(fuse_conv_bn_eval(native[0], native[1]), torch.nn.ReLU(inplace=True))
+    elif impl == "conv_alone":
+        block = impls["native"][0]
     else:
         block = impls[impl]
     with torch.no_grad():

@@ -83,6 +83,36 @@ def test_training_step_matches_unfused(device, kernel, stride, groups, bias, lay
     check_train_step(fused, unfused, x)
 
 
+@pytest.mark.parametrize("out_channels", [3, 8, 20])
+@pytest.mark.parametrize("size", [(2, 3), (5, 7), (8, 8)])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_vector_lanes_and_their_tails(device, out_channels, size, layout):
+    """float32 runs eight lanes at a time along planes (contiguous) or across channels (channels-last),
+    and the rest element by element: planes narrower than, equal to and wider than eight, channel
+    counts below, at and above a multiple of eight."""
+    fused, unfused = pair_of_blocks(
+        device, in_channels=4, out_channels=out_channels, kernel_size=3, padding=1
+    )
+    x = torch.randn(6, 4, *size, device=device)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    check_train_step(fused, unfused, x)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_nan_propagates_as_in_the_sequential(device, training):
+    """ReLU keeps NaN (torch.relu does; oneDNN's fused ReLU post-op would turn it into 0). In training
+    a NaN reaches its channels' batch statistics and so every output of those channels."""
+    fused, unfused = pair_of_blocks(device, in_channels=3, out_channels=4, kernel_size=3, padding=1)
+    fused.train(training), unfused.train(training)
+    x = torch.randn(2, 3, 6, 6, device=device)
+    x[1, 0, 2, 3] = float("nan")
+    with torch.no_grad():
+        expected = unfused(x)
+        assert expected.isnan().any()
+        torch.testing.assert_close(fused(x), expected, equal_nan=True, **TOL)
+
+
 @pytest.mark.parametrize("batch", [1, 8])
 def test_batch_sizes_and_dilation(device, batch):
     fused, unfused = pair_of_blocks(

@@ -85,7 +85,8 @@ def bench_row(op, direction, shape, layout, times: dict, per_example=False):
 def write_bench(directory):
     directory.mkdir()
     speedups = [
-        bench_row("lrn", "forward", "32x96x55x55", "contiguous", {"native": 0.010, "custom": 0.002}),
+        bench_row("lrn", "forward", "32x96x55x55", "contiguous", {"native": 0.010, "custom": 0.002})
+        | {"others": "clone=0.40"},
         bench_row(
             "max_pool2d", "backward", "32x64x112x112", "channels_last", {"native": 0.005, "custom": 0.010}
         ),
@@ -230,6 +231,7 @@ def test_kernel_and_degradation_tables_show_the_data(report_dir):
     kernels = tables_["kernel-table"]
     assert [k["speedup"] for k in kernels] == ["5.00x", "0.50x"]
     assert kernels[0]["native ms"] == "10.000" and kernels[0]["custom ms"] == "2.000"
+    assert [k["references (time / custom)"] for k in kernels] == ["clone=0.40", ""]
     degradation = {int(r["depth"]): r for r in tables_["degradation-table"]}
     assert degradation[56]["plain"] == "20.00" and degradation[56]["residual"] == "4.00"
     (alexnet,) = tables_["model-speed-table"]

@@ -154,9 +154,14 @@ def kernels_section(results: Results, pngs: dict) -> str:
         shown["native ms"] = 1e3 * speedups["native_median_s"]
         shown["custom ms"] = 1e3 * speedups["custom_median_s"]
         shown["speedup"] = speedups["speedup"]
+        if "others" in speedups:
+            shown["references (time / custom)"] = speedups["others"].fillna("")
         parts += [
             html.paragraph(
-                "pytest-benchmark medians, custom and native timed in one process; speedup = native / custom."
+                "pytest-benchmark medians, custom and native timed in one process; "
+                "speedup = native / custom. References are other implementations of the case, "
+                "as their time over custom's: "
+                "conv_alone, the convolution by itself, is the floor for conv-BN-ReLU."
             ),
             html.table(
                 shown, "kernel-table", {"native ms": "{:.3f}", "custom ms": "{:.3f}", "speedup": "{:.2f}x"}

@@ -1,6 +1,7 @@
 // Eight float32 lanes (one AVX register; two SSE registers on a baseline build) as GCC/Clang vector
-// extensions, with their int32 companions for masks and small positions. For loops the compiler's
-// auto-vectorizer leaves scalar: a float compare selecting both a value and an integer position.
+// extensions, with their int32 companions for masks and small positions, and float64 halves for
+// sums. For loops the compiler's auto-vectorizer leaves scalar: a float compare selecting both a
+// value and an integer position, or float32 data summed in float64 lanes.
 #pragma once
 
 #include <cstdint>
@@ -12,6 +13,7 @@ constexpr int kWidth = 8;
 using Floats = float __attribute__((vector_size(32)));
 using Ints = int32_t __attribute__((vector_size(32)));   // lane masks (0 or -1) and int32 values
 using Longs = int64_t __attribute__((vector_size(32)));  // four int64 lanes: half of a group
+using Doubles = double __attribute__((vector_size(32)));  // four float64 lanes: half of a group
 
 inline Floats load(const float* p) {
   Floats v;
@@ -21,8 +23,15 @@ inline Floats load(const float* p) {
 
 inline void store(float* p, Floats v) { std::memcpy(p, &v, sizeof v); }
 
-inline Floats splat(float value) { return Floats{} + value; }
+inline Floats splat(float value) { return Floats{value, value, value, value, value, value, value, value}; }
 inline Ints splat(int32_t value) { return Ints{} + value; }
+
+// Lanes where mask is set (-1, as a comparison gives), +0 elsewhere: a bitwise select, NaN-safe.
+inline Floats keep_if(Ints mask, Floats v) { return reinterpret_cast<Floats>(reinterpret_cast<Ints>(v) & mask); }
+
+// Lanes 0-3 and 4-7 widened to float64 (exactly).
+inline Doubles low_half(Floats v) { return __builtin_convertvector(__builtin_shufflevector(v, v, 0, 1, 2, 3), Doubles); }
+inline Doubles high_half(Floats v) { return __builtin_convertvector(__builtin_shufflevector(v, v, 4, 5, 6, 7), Doubles); }
 
 // Stores eight int32 lanes widened to int64.
 inline void store_widened(int64_t* p, Ints v) {
