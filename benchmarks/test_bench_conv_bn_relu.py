@@ -47,15 +47,18 @@ def compiled(module):
 
 
 def timed_block(impl, impls):
-    """(the module to time, the module whose parameters it trains) for ``impl``: ours, the native
-    Sequential, or a reference: torch.compile of the Sequential, or its convolution alone, the
-    floor any fusion around the convolution can reach (native / conv_alone is the ceiling)."""
+    """The module timed for ``impl``: ours, the native Sequential, or a reference built from the
+    native one: torch.compile of it, fuse_conv_bn_eval + ReLU (eval mode), or its convolution
+    alone, the floor any fusion around the convolution can reach (native / conv_alone is the ceiling)."""
     native = impls["native"]
-    if impl == "compiled":
-        return compiled(native), native
-    if impl == "conv_alone":
-        return native[0], native[0]
-    return impls[impl], impls[impl]
+    references = {
+        "compiled": lambda: compiled(native),
+        "fuse_conv_bn_eval": lambda: torch.nn.Sequential(
+            fuse_conv_bn_eval(native[0], native[1]), torch.nn.ReLU(inplace=True)
+        ),
+        "conv_alone": lambda: native[0],
+    }
+    return references[impl]() if impl in references else impls[impl]
 
 
 @pytest.mark.parametrize("impl", ["custom", "native", "compiled", "conv_alone"])
@@ -63,13 +66,13 @@ def timed_block(impl, impls):
 @pytest.mark.parametrize("case", list(CASES))
 def test_training_step(benchmark, device, case, layout, impl):
     x, impls = blocks(case, layout, device)
-    block, trained = timed_block(impl, impls)
+    block = timed_block(impl, impls)
     x.requires_grad_()
     grad = torch.randn_like(block(x))
 
     def step():
         x.grad = None
-        for p in trained.parameters():
+        for p in block.parameters():  # a compiled module's are the original's
             p.grad = None
         block(x).backward(grad)
 
@@ -83,12 +86,6 @@ def test_inference(benchmark, device, case, layout, impl):
     x, impls = blocks(case, layout, device)
     for block in impls.values():
         block.eval()
-    if impl == "fuse_conv_bn_eval":
-        native = impls["native"]
-        block = torch.nn.Sequential(fuse_conv_bn_eval(native[0], native[1]), torch.nn.ReLU(inplace=True))
-    elif impl == "conv_alone":
-        block = impls["native"][0]
-    else:
-        block = impls[impl]
+    block = timed_block(impl, impls)
     with torch.no_grad():
         time_member(benchmark, lambda: block(x), block_case("inference", case, layout, device), impl)
