@@ -3,6 +3,7 @@
 
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
+#include <c10/util/Optional.h>
 
 namespace cnnrepro {
 
@@ -14,6 +15,9 @@ inline at::MemoryFormat kernel_memory_format(const at::Tensor& x) {
   if (x.dim() == 5 && x.is_contiguous(at::MemoryFormat::ChannelsLast3d)) return at::MemoryFormat::ChannelsLast3d;
   return at::MemoryFormat::Contiguous;
 }
+
+// An optional tensor argument that was given (Tensor? in a schema).
+inline bool present(const c10::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
 
 inline bool is_channels_last(at::MemoryFormat format) {
   return format == at::MemoryFormat::ChannelsLast || format == at::MemoryFormat::ChannelsLast3d;

@@ -2,10 +2,15 @@
 // CPU and CUDA kernels. The convolution itself is at::convolution / at::convolution_backward
 // (oneDNN, cuDNN); the fusion is around it.
 //
-// Training forward, with z = conv(x), per channel over M = N*H*W elements:
-//   mean = sum(z)/M, var = sum(z^2)/M - mean^2 (biased; accumulated in double for float inputs)
-//   y = relu(z * scale + shift), scale = gamma / sqrt(var + eps), shift = beta - mean * scale
-// Backward, with x_hat = (z - mean) * invstd and dv = dy * (y > 0), recomputed from z:
+// Training forward, with z = conv(x), per channel over M = N*H*W elements and a shift K (the
+// channel's first value when finite, else 0; see channel_shift):
+//   mean = K + sum(z - K)/M, var = sum((z - K)^2)/M - (mean - K)^2 (biased; sums in double for
+//   float inputs). Shifted sums keep one pass without the cancellation of E[z^2] - E[z]^2 when the
+//   data sit far from 0, and a NaN or inf reaches mean and var as in native BatchNorm.
+//   y = relu((z - mean) * scale + beta), scale = gamma / sqrt(var + eps)
+// Inference (running statistics) is the same normalize + ReLU pass, in place on z.
+// Backward, with x_hat = (z - mean) * invstd and dv = dy where the recomputed pre-ReLU value is not
+// <= 0 (so NaN passes, as native's threshold_backward):
 //   dbeta = sum(dv), dgamma = sum(dv * x_hat)
 //   dz = gamma * invstd * (dv - dbeta / M - x_hat * dgamma / M), then the convolution's backward.
 #pragma once
@@ -38,12 +43,19 @@ inline Geometry geometry_of(const at::Tensor& z) {
   return {z.size(0), z.size(1), z.size(2) * z.size(3), is_channels_last(format)};
 }
 
+// A per-output-channel tensor: 1-D with one value per channel, on the input's device and dtype.
+inline void check_per_channel(const at::Tensor& t, int64_t channels, const at::Tensor& like, const char* op,
+                              const char* name) {
+  TORCH_CHECK(t.dim() == 1, op, ": ", name, " must be 1-D with ", channels, " elements (out_channels), got shape ",
+              t.sizes());
+  TORCH_CHECK(t.size(0) == channels, op, ": ", name, " has ", t.size(0), " elements, expected ", channels,
+              " (out_channels)");
+  check_same_device_dtype(t, like, op, name, "input");
+}
+
 inline void check_per_channel(const c10::optional<at::Tensor>& t, int64_t channels, const at::Tensor& like,
                               const char* op, const char* name) {
-  if (!t.has_value() || !t->defined()) return;
-  TORCH_CHECK(t->dim() == 1 && t->size(0) == channels, op, ": ", name, " must have shape [", channels,
-              "] (one value per output channel), got ", t->sizes());
-  check_same_device_dtype(*t, like, op, name, "input");
+  if (present(t)) check_per_channel(*t, channels, like, op, name);
 }
 
 inline void check_args(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
@@ -97,18 +109,38 @@ inline ForwardCall prepare_forward(const at::Tensor& input, const at::Tensor& we
   return {z, at::empty_like(z), at::empty({g.C}, z.options()), at::empty({g.C}, z.options()), g};
 }
 
+// An inference call: arguments and running statistics checked, the convolution run; the kernel
+// normalizes z in place. Any batch size, an empty one included, as native BatchNorm in eval.
+inline at::Tensor prepare_eval(const at::Tensor& input, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+                               const c10::optional<at::Tensor>& bn_weight, const c10::optional<at::Tensor>& bn_bias,
+                               const at::Tensor& running_mean, const at::Tensor& running_var, const ConvParams& conv,
+                               double eps) {
+  const char* op = "cnnrepro::conv_bn_relu_eval";
+  check_args(input, weight, bias, bn_weight, bn_bias, conv, eps, op);
+  check_per_channel(running_mean, weight.size(0), input, op, "running_mean");
+  check_per_channel(running_var, weight.size(0), input, op, "running_var");
+  return convolution(input, weight, bias, conv).contiguous(kernel_memory_format(input));
+}
+
 struct BackwardCall {
   at::Tensor z, dy, dz, grad_gamma, grad_beta;
   Geometry g;
 };
 
 inline BackwardCall prepare_backward(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
-                                     const at::Tensor& conv_out, const c10::optional<at::Tensor>& bn_weight,
+                                     const at::Tensor& conv_out, const at::Tensor& mean, const at::Tensor& var,
+                                     const c10::optional<at::Tensor>& bn_weight,
                                      const c10::optional<at::Tensor>& bn_bias, const ConvParams& conv, double eps) {
   const char* op = "cnnrepro::conv_bn_relu_train_backward";
   check_args(input, weight, c10::nullopt, bn_weight, bn_bias, conv, eps, op);
+  TORCH_CHECK(conv_out.dim() == 4 && conv_out.size(0) == input.size(0) && conv_out.size(1) == weight.size(0), op,
+              ": conv_out must be the convolution's output, of shape [", input.size(0), ", ", weight.size(0),
+              ", H, W], got ", conv_out.sizes());
+  check_same_device_dtype(conv_out, input, op, "conv_out", "input");
   check_same_shape(grad_output, conv_out, op, "grad_output", "conv_out");
   check_same_device_dtype(grad_output, input, op, "grad_output", "input");
+  check_per_channel(mean, weight.size(0), input, op, "mean");
+  check_per_channel(var, weight.size(0), input, op, "var");
   at::Tensor z = conv_out.contiguous(kernel_memory_format(conv_out));
   at::Tensor dy = grad_output.contiguous(kernel_memory_format(z));
   const Geometry g = geometry_of(z);
@@ -148,6 +180,28 @@ C10_HOST_DEVICE inline T beta_of(const T* beta, int64_t c) {
 // ReLU as torch.relu: negative values become 0; NaN stays NaN.
 template <typename T>
 C10_HOST_DEVICE inline T relu(T v) {
+  return v < T(0) ? T(0) : v;
+}
+
+// Whether ReLU's gradient passes at pre-ReLU value v: as native's threshold_backward, everywhere
+// but v <= 0, so a NaN passes it.
+template <typename T>
+C10_HOST_DEVICE inline bool relu_passes(T v) {
+  return !(v <= T(0));
+}
+
+// The per-channel shift of the statistics' sums: the channel's first value, or 0 when that is
+// not finite (an inf shift would turn every finite value's term into NaN, where native keeps inf).
+template <typename T>
+C10_HOST_DEVICE inline T channel_shift(T first) {
+  return (first - first == T(0)) ? first : T(0);
+}
+
+// The biased variance from shifted sums (mean of z - K and of (z - K)^2); a rounding-negative
+// result is 0, and NaN stays NaN (std::max / fmax would drop it).
+template <typename T>
+C10_HOST_DEVICE inline T shifted_variance(T mean_shifted, T mean_sq_shifted) {
+  const T v = mean_sq_shifted - mean_shifted * mean_shifted;
   return v < T(0) ? T(0) : v;
 }
 

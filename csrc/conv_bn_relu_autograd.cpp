@@ -12,6 +12,8 @@
 #include <array>
 #include <tuple>
 
+#include "common.h"
+
 namespace cnnrepro::conv_bn_relu {
 namespace {
 
@@ -48,8 +50,6 @@ BackwardResult call_backward(const at::Tensor& grad_output, const at::Tensor& in
   return op.call(grad_output, input, weight, conv_out, mean, var, bn_weight, bn_bias, stride, padding, dilation,
                  groups, eps, output_mask);
 }
-
-bool present(const c10::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
 
 // An undefined optional tensor as the Function's saved variable (it saves Tensors only).
 c10::optional<at::Tensor> as_optional(const at::Tensor& t) {

@@ -23,6 +23,13 @@ TORCH_LIBRARY(cnnrepro, m) {
   m.def(
       "conv_bn_relu_train(Tensor input, Tensor weight, Tensor? bias, Tensor? bn_weight, Tensor? bn_bias, "
       "int[2] stride, int[2] padding, int[2] dilation, int groups, float eps) -> (Tensor, Tensor, Tensor, Tensor)");
+  // Inference-mode conv + BatchNorm (running statistics) + ReLU, the normalization in place on the
+  // convolution's output; not differentiable (ops.conv_bn_relu routes calls that need gradients
+  // through the unfused ops).
+  m.def(
+      "conv_bn_relu_eval(Tensor input, Tensor weight, Tensor? bias, Tensor? bn_weight, Tensor? bn_bias, "
+      "Tensor running_mean, Tensor running_var, int[2] stride, int[2] padding, int[2] dilation, int groups, "
+      "float eps) -> Tensor");
   // Returns (grad_input, grad_weight, grad_bias, grad_bn_weight, grad_bn_bias); the first three
   // are empty where output_mask (input, weight, conv bias) says they are not needed.
   m.def(

@@ -222,3 +222,16 @@ def test_module_is_a_drop_in_and_has_the_paper_convention():
         cnnrepro.nn.LocalResponseNorm(5, backend="fast")
     with pytest.raises(ValueError, match="size"):
         cnnrepro.nn.LocalResponseNorm(0)
+    with pytest.raises(ValueError, match="size must be an int"):
+        cnnrepro.nn.LocalResponseNorm(2.5)
+
+
+def test_size_forms_native_accepts():
+    """numpy integers and 0-d integer tensors, as torch.nn.LocalResponseNorm takes them."""
+    import numpy as np
+
+    x = torch.randn(2, 8, 5, 5)
+    for size in (np.int64(3), np.int32(4), torch.tensor(3)):
+        expected = torch.nn.LocalResponseNorm(size)(x)
+        torch.testing.assert_close(cnnrepro.nn.LocalResponseNorm(size)(x), expected, **TOL[torch.float32])
+        torch.testing.assert_close(ops.lrn(x, size), expected, **TOL[torch.float32])

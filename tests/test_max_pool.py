@@ -280,11 +280,64 @@ def test_other_dtypes(device, dtype):
             ),
             "not the pooled size",
         ),
+        (
+            lambda: ops.max_pool2d_with_argmax(torch.randn(1, 1, 4, 4), object()),
+            "kernel_size must be an int or a tuple of one or two ints",
+        ),
+        (lambda: ops.max_pool2d_with_argmax(torch.randn(1, 1, 4, 4), 2.0), "kernel_size must be an int"),
+        (lambda: cnnrepro.nn.MaxPool2d(2, padding=(1, 1, 1)), "padding must be an int or a tuple"),
     ],
 )
 def test_bad_input_gets_a_clear_error(call, message):
     with pytest.raises((RuntimeError, ValueError), match=message):
         call()
+
+
+def test_argument_forms_native_accepts(device):
+    """1-tuples, numpy integers and 0-d integer tensors, as F.max_pool2d and nn.MaxPool2d take them."""
+    import numpy as np
+
+    x = torch.randn(2, 3, 9, 8, device=device)
+    forms = [
+        dict(kernel_size=(3,), stride=(2,), padding=(1,), dilation=(1,)),
+        dict(kernel_size=np.int64(3), stride=np.int32(2), padding=np.int64(1), dilation=np.int64(2)),
+        dict(kernel_size=torch.tensor(2), stride=torch.tensor(1), padding=torch.tensor(1)),
+        dict(kernel_size=(np.int64(3), 2), stride=()),
+    ]
+    for form in forms:
+        expected = F.max_pool2d(x, **form, return_indices=True)
+        for values, indices in (
+            ops.max_pool2d_with_argmax(x, **form),
+            cnnrepro.nn.MaxPool2d(**form, return_indices=True)(x),
+        ):
+            assert torch.equal(values, expected[0]) and torch.equal(indices, expected[1]), form
+
+
+def test_module_reads_its_window_at_call_time():
+    """torch.nn.MaxPool2d reads kernel_size, stride, padding, dilation and ceil_mode when called."""
+    x = torch.randn(2, 3, 10, 10)
+    ours, theirs = cnnrepro.nn.MaxPool2d(2), torch.nn.MaxPool2d(2)
+    assert ours.stride == theirs.stride == 2
+    for name, value in [
+        ("kernel_size", 3),
+        ("padding", 1),
+        ("stride", 1),
+        ("dilation", 2),
+        ("ceil_mode", True),
+    ]:
+        setattr(ours, name, value), setattr(theirs, name, value)
+        assert torch.equal(ours(x), theirs(x)), name
+
+
+def test_double_backward_through_a_window_wholly_in_the_padding(device):
+    """Its index lies outside the plane (native's): the second derivative is 0 there, not an IndexError."""
+    x = torch.randn(1, 2, 1, 3, dtype=torch.float64, device=device, requires_grad=True)
+    values, indices = ops.max_pool2d_with_argmax(x, (2, 1), 1, (1, 0), (2, 1))
+    assert (indices >= 3).all()
+    grad_output = torch.randn_like(values, requires_grad=True)
+    (grad_input,) = torch.autograd.grad(values, x, grad_output, create_graph=True)
+    (grad_grad_output,) = torch.autograd.grad(grad_input.sum(), grad_output)
+    assert torch.equal(grad_grad_output, torch.zeros_like(values))
 
 
 def test_module_is_a_drop_in():

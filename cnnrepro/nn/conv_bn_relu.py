@@ -4,7 +4,6 @@ import torch
 
 from cnnrepro import ops
 from cnnrepro.nn._backend import check_backend
-from cnnrepro.ops.conv_bn_relu import conv_relu
 
 
 class ConvBNReLU2d(torch.nn.Sequential):
@@ -13,9 +12,15 @@ class ConvBNReLU2d(torch.nn.Sequential):
     It *is* that Sequential (children ``0``, ``1``, ``2``), so its state_dict keys are the unfused
     one's (``0.weight``, ``0.bias``, ``1.weight``, ``1.bias``, ``1.running_mean``, ``1.running_var``,
     ``1.num_batches_tracked``): weights load from and into the unfused block unchanged, and
-    ``backend="native"`` simply runs the Sequential. The custom backend trains through one fused
-    op (batch statistics, normalize, affine, ReLU) around the convolution, and in eval mode folds
-    BatchNorm into the convolution, caching the folded weight until a parameter or buffer changes.
+    ``backend="native"`` simply runs the Sequential.
+
+    The custom backend reads everything at call time, as the children would: the convolution's
+    arguments, and the BatchNorm's own mode (``m.train(); m[1].eval()`` freezes the statistics as
+    it does in the Sequential). With batch statistics it trains through one fused op (statistics,
+    normalize, affine, ReLU) around the convolution; with running statistics it normalizes the
+    convolution's output in place, with nothing cached. Where fusing would change what the
+    children do it runs the Sequential itself: a child with hooks, a child replaced by another
+    module, a convolution with string padding or a ``padding_mode`` other than zeros.
     """
 
     def __init__(
@@ -45,7 +50,6 @@ class ConvBNReLU2d(torch.nn.Sequential):
             torch.nn.ReLU(),
         )
         self.backend = check_backend(backend)
-        self._folded = None  # (key, weight, bias) of the last eval-mode fold
 
     @property
     def conv(self) -> torch.nn.Conv2d:
@@ -56,28 +60,23 @@ class ConvBNReLU2d(torch.nn.Sequential):
         return self[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.backend == "native":
+        if self.backend == "native" or not self._fusable():
             return super().forward(x)
         conv, bn = self.conv, self.bn
-        if isinstance(conv.padding, str):
-            raise ValueError(
-                "ConvBNReLU2d: string padding ('same', 'valid') is not supported by the custom backend"
-            )
-        use_batch_stats = self.training or bn.running_mean is None
-        if not use_batch_stats:
-            weight, bias = self._eval_weights()
-            return conv_relu(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+        # nn.BatchNorm2d's own rules: its training flag picks the statistics, and running
+        # statistics are updated only when it trains and tracks them.
         factor = self._momentum_for_this_batch()
-        update_stats = self.training and bn.track_running_stats
+        batch_stats = bn.training or (bn.running_mean is None and bn.running_var is None)
+        keep_running = not bn.training or bn.track_running_stats
         return ops.conv_bn_relu(
             x,
             conv.weight,
             conv.bias,
             bn.weight,
             bn.bias,
-            bn.running_mean if update_stats else None,
-            bn.running_var if update_stats else None,
-            True,
+            bn.running_mean if keep_running else None,
+            bn.running_var if keep_running else None,
+            batch_stats,
             factor,
             bn.eps,
             conv.stride,
@@ -86,33 +85,38 @@ class ConvBNReLU2d(torch.nn.Sequential):
             conv.groups,
         )
 
+    def _fusable(self) -> bool:
+        """Whether the fused op computes what the children would: the three expected modules, none
+        with hooks (the fused op calls no child, so their hooks would not run), and a convolution
+        whose padding the op takes (numbers, zeros)."""
+        children = list(self)
+        kinds = (torch.nn.Conv2d, torch.nn.BatchNorm2d, torch.nn.ReLU)
+        if len(children) != 3 or not all(type(m) is kind for m, kind in zip(children, kinds, strict=True)):
+            return False
+        conv = children[0]
+        return (
+            not any(_has_hooks(m) for m in children)
+            and conv.padding_mode == "zeros"
+            and not isinstance(conv.padding, str)
+        )
+
     def _momentum_for_this_batch(self) -> float:
         """As nn.BatchNorm2d: count the batch; momentum=None means a cumulative average."""
         bn = self.bn
-        if self.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+        if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
             bn.num_batches_tracked.add_(1)
             if bn.momentum is None:
                 return 1.0 / float(bn.num_batches_tracked)
         return 0.0 if bn.momentum is None else bn.momentum
 
-    def _eval_weights(self):
-        """The BatchNorm-folded conv weight and bias; cached while nothing they depend on changed
-        (and recomputed, uncached, when autograd needs to see the fold)."""
-        conv, bn = self.conv, self.bn
-        sources = [conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var]
-
-        def fold():
-            return ops.fold_bn(
-                conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.eps
-            )
-
-        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in sources):
-            return fold()
-        key = tuple((t.data_ptr(), t._version) if t is not None else None for t in sources) + (bn.eps,)
-        if self._folded is None or self._folded[0] != key:
-            with torch.no_grad():
-                self._folded = (key, *fold())
-        return self._folded[1:]
-
     def extra_repr(self) -> str:
         return f"backend={self.backend!r}"
+
+
+def _has_hooks(module: torch.nn.Module) -> bool:
+    """Whether any forward or backward hook is registered on ``module``. torch has no public
+    accessor for a module's hooks, so this reads the dicts that ``register_*_hook`` fills."""
+    return any(
+        getattr(module, name, None)
+        for name in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+    )

@@ -17,9 +17,8 @@ class LocalResponseNorm(torch.nn.Module):
 
     def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0, backend="custom"):
         super().__init__()
-        if not isinstance(size, int) or size < 1:
-            raise ValueError(f"LocalResponseNorm: size must be a positive int, got {size!r}")
-        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+        self.size = ops.lrn_size(size, "LocalResponseNorm")
+        self.alpha, self.beta, self.k = alpha, beta, k
         self.backend = check_backend(backend)
 
     @classmethod

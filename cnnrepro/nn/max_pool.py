@@ -25,15 +25,19 @@ class MaxPool2d(torch.nn.Module):
         backend="custom",
     ):
         super().__init__()
-        self.kernel_size, self.stride, self.padding, self.dilation = kernel_size, stride, padding, dilation
-        self.window = ops.max_pool.pool_args(kernel_size, stride, padding, dilation)  # checks the arguments
+        ops.max_pool.pool_args(kernel_size, stride, padding, dilation)  # a bad argument fails here already
+        self.kernel_size = kernel_size
+        self.stride = stride if stride is not None else kernel_size  # as torch.nn.MaxPool2d
+        self.padding, self.dilation = padding, dilation
         self.return_indices, self.ceil_mode = return_indices, ceil_mode
         self.backend = check_backend(backend)
 
     def forward(self, x: torch.Tensor):
+        # The window is read at call time, as native does: attributes changed after construction count.
+        window = ops.max_pool.pool_args(self.kernel_size, self.stride, self.padding, self.dilation)
         if self.backend == "native":
-            return F.max_pool2d(x, *self.window, ceil_mode=self.ceil_mode, return_indices=self.return_indices)
-        values, indices = ops.max_pool2d_with_argmax(x, *self.window, ceil_mode=self.ceil_mode)
+            return F.max_pool2d(x, *window, ceil_mode=self.ceil_mode, return_indices=self.return_indices)
+        values, indices = ops.max_pool2d_with_argmax(x, *window, ceil_mode=self.ceil_mode)
         return (values, indices) if self.return_indices else values
 
     def extra_repr(self) -> str:

@@ -1,5 +1,7 @@
 """Shared argument helpers of the ops: the memory format a kernel runs in (mirrored from
-csrc/common.h for the fake kernels), and int-or-pair arguments."""
+csrc/common.h for the fake kernels), and integer and int-or-pair arguments."""
+
+import operator
 
 import torch
 
@@ -24,9 +26,22 @@ def empty_in_kernel_layout(x: torch.Tensor, shape=None, dtype=None) -> torch.Ten
     ).contiguous(memory_format=kernel_memory_format(x))
 
 
+def index_int(value, what: str) -> int:
+    """An integer argument as native takes it (an int, a numpy integer, a 0-d integer tensor)."""
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ValueError(f"{what} must be an int, got {value!r}") from None
+
+
 def int_pair(value, what: str) -> list[int]:
-    """An int or a pair of ints (torch.nn style) as two ints; anything else is an error naming ``what``."""
-    values = [value, value] if isinstance(value, int) else list(value)
-    if len(values) != 2 or not all(isinstance(v, int) for v in values):
-        raise ValueError(f"{what} must be an int or a pair of ints, got {value!r}")
-    return values
+    """An int-or-pair argument as two ints, in every form torch.nn accepts: an integer (see
+    :func:`index_int`) or a tuple/list of one or two; anything else is an error naming ``what``."""
+    items = value if isinstance(value, (tuple, list)) else (value,)
+    try:
+        ints = [operator.index(v) for v in items]
+    except TypeError:
+        ints = []
+    if len(ints) not in (1, 2):
+        raise ValueError(f"{what} must be an int or a tuple of one or two ints, got {value!r}")
+    return ints * 2 if len(ints) == 1 else ints

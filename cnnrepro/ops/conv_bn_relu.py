@@ -1,12 +1,13 @@
-"""Fused conv + BatchNorm + ReLU: training through ``torch.ops.cnnrepro.conv_bn_relu_train``,
-inference by folding BatchNorm into the convolution. The training op's autograd is registered
-in C++ (csrc/conv_bn_relu_autograd.cpp); its fake kernels are here."""
+"""Fused conv + BatchNorm + ReLU: training through ``torch.ops.cnnrepro.conv_bn_relu_train``, inference
+through ``torch.ops.cnnrepro.conv_bn_relu_eval``. The training op's autograd is registered in C++
+(csrc/conv_bn_relu_autograd.cpp); the fake kernels are here."""
 
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import conv_flop_count, register_flop_formula
 
 import cnnrepro._build  # noqa: F401  (loads _C, which defines the ops)
-from cnnrepro.ops._layout import empty_in_kernel_layout, int_pair
+from cnnrepro.ops._layout import empty_in_kernel_layout, index_int, int_pair
 
 
 def conv_bn_relu(
@@ -29,59 +30,103 @@ def conv_bn_relu(
 
     training=True normalizes with the batch statistics and, when running stats are given, updates
     them in place with ``momentum`` (the unbiased variance, as nn.BatchNorm2d). training=False
-    folds the running statistics into the convolution's weight and bias (see :func:`fold_bn`).
+    normalizes with the running statistics, in place on the convolution's output.
     ``bn_weight``/``bn_bias`` None means a BatchNorm without affine parameters.
+
+    Two cases run the unfused ops, so they behave exactly as native: an empty batch in training
+    (nothing to take statistics of; native returns an empty output and leaves the running
+    statistics alone), and inference while autograd records (frozen BatchNorm in a model being
+    fine-tuned), which the inference kernel does not differentiate.
     """
     stride, padding, dilation = (
         int_pair(v, f"conv_bn_relu: {n}")
         for v, n in ((stride, "stride"), (padding, "padding"), (dilation, "dilation"))
     )
-    if not training:
-        if running_mean is None or running_var is None:
-            raise ValueError("conv_bn_relu: training=False needs running_mean and running_var")
-        folded_weight, folded_bias = fold_bn(weight, bias, bn_weight, bn_bias, running_mean, running_var, eps)
-        return conv_relu(x, folded_weight, folded_bias, stride, padding, dilation, groups)
-    y, _, mean, var = torch.ops.cnnrepro.conv_bn_relu_train(
-        x, weight, bias, bn_weight, bn_bias, stride, padding, dilation, groups, eps
+    groups = index_int(groups, "conv_bn_relu: groups")
+    if x.dim() != 4:  # also before the unfused paths, where conv2d alone would take a 3-D input
+        raise ValueError(f"conv_bn_relu: expected a 4-D input (N, C, H, W), got shape {tuple(x.shape)}")
+    check_running_stats(running_mean, running_var, x, weight)
+    conv = (stride, padding, dilation, groups)
+    if not training and running_mean is None:
+        raise ValueError("conv_bn_relu: training=False needs running_mean and running_var")
+    records_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, weight, bias, bn_weight, bn_bias)
     )
-    if running_mean is not None and running_var is not None:
+    if (not training and records_grad) or (training and x.shape[0] == 0):
+        z = F.conv2d(x, weight, bias, *conv)
+        return F.batch_norm(z, running_mean, running_var, bn_weight, bn_bias, training, momentum, eps).relu()
+    if not training:
+        return torch.ops.cnnrepro.conv_bn_relu_eval(
+            x, weight, bias, bn_weight, bn_bias, running_mean, running_var, *conv, eps
+        )
+    y, _, mean, var = torch.ops.cnnrepro.conv_bn_relu_train(x, weight, bias, bn_weight, bn_bias, *conv, eps)
+    if running_mean is not None:
         count = y.numel() // y.shape[1]
         update_running_stats(running_mean, running_var, mean.detach(), var.detach(), count, momentum)
     return y
 
 
+def check_running_stats(running_mean, running_var, x, weight) -> None:
+    """Both running statistics or neither; each one value per output channel, on x's device and dtype."""
+    if (running_mean is None) != (running_var is None):
+        given, missing = (
+            ("running_mean", "running_var") if running_var is None else ("running_var", "running_mean")
+        )
+        raise ValueError(f"conv_bn_relu: {given} is given but {missing} is None; pass both or neither")
+    channels = weight.shape[0] if weight.dim() > 0 else None
+    for name, stat in (("running_mean", running_mean), ("running_var", running_var)):
+        if stat is None:
+            continue
+        if stat.dim() != 1:
+            raise ValueError(
+                f"conv_bn_relu: {name} must be 1-D with {channels} elements (out_channels), "
+                f"got shape {tuple(stat.shape)}"
+            )
+        if stat.shape[0] != channels:
+            raise ValueError(
+                f"conv_bn_relu: {name} has {stat.shape[0]} elements, expected {channels} (out_channels)"
+            )
+        if stat.dtype != x.dtype or stat.device != x.device:
+            raise ValueError(
+                f"conv_bn_relu: {name} has dtype {stat.dtype} on {stat.device} but the input has dtype "
+                f"{x.dtype} on {x.device}; they must match (as in nn.BatchNorm2d)"
+            )
+
+
 @torch.no_grad()
 def update_running_stats(running_mean, running_var, mean, var, count: int, momentum: float) -> None:
-    """running = (1 - momentum) * running + momentum * batch, with the unbiased batch variance; as
-    lerps, three small kernels instead of eight (this runs once per block and training step)."""
-    running_mean.lerp_(mean, momentum)
-    running_var.lerp_(var * (count / (count - 1)), momentum)
+    """running = (1 - momentum) * running + momentum * batch, with the unbiased batch variance, as
+    native computes it: four small kernels (this runs once per block and training step). Not lerp_,
+    whose form for weights >= 0.5 turns an infinite batch mean into NaN where native keeps inf."""
+    running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
+    running_var.mul_(1 - momentum).add_(var, alpha=momentum * count / (count - 1))
 
 
-def fold_bn(weight, bias, bn_weight, bn_bias, running_mean, running_var, eps: float):
-    """BatchNorm (eval) folded into the convolution before it. Per output channel c, with
-    ``s_c = gamma_c / sqrt(var_c + eps)``: ``W'_c = W_c * s_c`` and ``b'_c = (b_c - mean_c) * s_c + beta_c``.
-    """
-    scale = torch.rsqrt(running_var + eps)
-    if bn_weight is not None:
-        scale = scale * bn_weight
-    shift = -running_mean * scale if bias is None else (bias - running_mean) * scale
-    if bn_bias is not None:
-        shift = shift + bn_bias
-    return weight * scale.view(-1, 1, 1, 1), shift
+def _conv_output(x, weight, bias, stride, padding, dilation, groups) -> torch.Tensor:
+    """An uninitialised conv2d output (shape from aten's meta kernel) in the layout the kernels return."""
+    z = torch.ops.aten.convolution(x, weight, bias, stride, padding, dilation, False, [0, 0], groups)
+    return empty_in_kernel_layout(x, shape=z.shape)
 
 
-def conv_relu(x, weight, bias, stride, padding, dilation, groups) -> torch.Tensor:
-    """conv2d then ReLU in place on its output (one less tensor than conv2d + relu)."""
-    return F.conv2d(x, weight, bias, stride, padding, dilation, groups).relu_()
+@register_flop_formula([torch.ops.cnnrepro.conv_bn_relu_train, torch.ops.cnnrepro.conv_bn_relu_eval])
+def _flops(x_shape, w_shape, *_args, out_shape, **_kwargs) -> int:
+    """The convolution's FLOPs, so torch's flop counter (and models.summary's MACs) sees the fused ops."""
+    conv_out_shape = out_shape[0] if isinstance(out_shape[0], (tuple, list, torch.Size)) else out_shape
+    return conv_flop_count(x_shape, w_shape, conv_out_shape, transposed=False)
 
 
 @torch.library.register_fake("cnnrepro::conv_bn_relu_train")
 def _train_fake(x, weight, bias, bn_weight, bn_bias, stride, padding, dilation, groups, eps):
-    z = torch.ops.aten.convolution(x, weight, bias, stride, padding, dilation, False, [0, 0], groups)
-    z = empty_in_kernel_layout(x, shape=z.shape)
+    z = _conv_output(x, weight, bias, stride, padding, dilation, groups)
     channels = weight.shape[0]
     return torch.empty_like(z), z, z.new_empty(channels), z.new_empty(channels)
+
+
+@torch.library.register_fake("cnnrepro::conv_bn_relu_eval")
+def _eval_fake(
+    x, weight, bias, bn_weight, bn_bias, running_mean, running_var, stride, padding, dilation, groups, eps
+):
+    return _conv_output(x, weight, bias, stride, padding, dilation, groups)
 
 
 @torch.library.register_fake("cnnrepro::conv_bn_relu_train_backward")

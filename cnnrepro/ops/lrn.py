@@ -4,7 +4,7 @@ import torch
 
 import cnnrepro._build  # noqa: F401  (loads _C, which defines the ops)
 from cnnrepro.ops import reference
-from cnnrepro.ops._layout import empty_in_kernel_layout
+from cnnrepro.ops._layout import empty_in_kernel_layout, index_int
 
 
 def lrn(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0) -> torch.Tensor:
@@ -18,7 +18,16 @@ def lrn(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75, k: 
     Input: (N, C, *) of a floating dtype, any layout (channels-last stays channels-last).
     Differentiable twice (the second derivative goes through the pure-PyTorch reference).
     """
-    return torch.ops.cnnrepro.lrn(x, size, alpha, beta, k)
+    return torch.ops.cnnrepro.lrn(x, index_int(size, "lrn: size"), alpha, beta, k)
+
+
+def lrn_size(size, caller: str = "lrn") -> int:
+    """A module's ``size`` checked at construction: a positive int (numpy integers and 0-d integer
+    tensors count, as for native)."""
+    size = index_int(size, f"{caller}: size")
+    if size < 1:
+        raise ValueError(f"{caller}: size must be a positive int, got {size}")
+    return size
 
 
 def lrn_backward(

@@ -13,7 +13,7 @@ def _pair(value, name: str) -> list[int]:
 def pool_args(kernel_size, stride=None, padding=0, dilation=1) -> tuple[list[int], ...]:
     """Normalise torch.nn-style pooling arguments to the op's four int pairs (stride None = kernel_size)."""
     kernel = _pair(kernel_size, "kernel_size")
-    stride = kernel if stride is None or (not isinstance(stride, int) and len(stride) == 0) else stride
+    stride = kernel if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0) else stride
     return kernel, _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
 
 
@@ -95,9 +95,13 @@ def _backward_setup_context(ctx, inputs, output):
 
 
 def _double_backward(ctx, grad_grad_input):
-    """The backward is linear in grad_output: its own gradient gathers at the argmax."""
+    """The backward is linear in grad_output: its own gradient gathers at the argmax. A window
+    wholly in the padding has an index outside the plane (native's) and routed nothing: 0 there."""
     (indices,) = ctx.saved_tensors
-    grad_grad_output = grad_grad_input.flatten(-2).gather(-1, indices.flatten(-2)).view(indices.shape)
+    flat = grad_grad_input.flatten(-2)
+    inside = (indices >= 0) & (indices < flat.shape[-1])
+    gathered = flat.gather(-1, torch.where(inside, indices, 0).flatten(-2)).view(indices.shape)
+    grad_grad_output = torch.where(inside, gathered, 0)
     return grad_grad_output, None, None, None, None, None, None, None
 
 

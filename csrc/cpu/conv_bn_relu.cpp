@@ -79,9 +79,12 @@ inline T keep_if(bool keep, T value) {
 }
 using vec8::keep_if;
 
-// ReLU for lanes, as relu() in conv_bn_relu.h for one element: negatives become 0, NaN stays.
+// ReLU and its gradient's mask for lanes, as relu() and relu_passes() in conv_bn_relu.h for one
+// element: negatives become 0, NaN stays; the gradient passes everywhere but v <= 0.
 inline vec8::Floats relu(vec8::Floats v) { return keep_if(~(v < vec8::Floats{}), v); }
+inline vec8::Ints relu_passes(vec8::Floats v) { return ~(v <= vec8::Floats{}); }
 using conv_bn_relu::relu;
+using conv_bn_relu::relu_passes;
 
 // Running sums of x and of x*y, for a reduction step that returns the pair (x, y): products and
 // sums in acc_t for one element, in double lanes for eight float32 (products of floats are exact).
@@ -204,12 +207,14 @@ void for_each_element(const Geometry& g, F&& f) {
   }
 }
 
-// The per-channel constants of the normalization, in the op math type: y = relu(z * scale + shift),
-// computed in double from the batch statistics and the BatchNorm parameters; mean and gamma
-// (1 without affine parameters) for the backward. Read straight from the tensors: no .to() copies.
+// The per-channel constants of the normalization, in the op math type: y = relu((z - mean) * scale
+// + beta), scale = gamma * invstd computed in double from the statistics and the BatchNorm
+// parameters (gamma 1, beta 0 without affine parameters). Centering first, as native's formula
+// does, keeps a channel equal to its mean at exactly beta (native's ReLU mask there) and loses
+// nothing when z sits far from 0. Read straight from the tensors: no .to() copies.
 template <typename acc_t>
 struct ChannelAffine {
-  std::vector<acc_t> scale, shift, invstd, mean, gamma;
+  std::vector<acc_t> scale, beta, invstd, mean, gamma;
 };
 
 template <typename scalar_t>
@@ -228,13 +233,13 @@ ChannelAffine<at::opmath_type<scalar_t>> channel_affine(const at::Tensor& mean, 
   const scalar_t *gp = data_or_null<scalar_t>(gamma), *bp = data_or_null<scalar_t>(beta);
   const int64_t C = mean.size(0);
   ChannelAffine<opmath_t> a;
-  for (auto* field : {&a.scale, &a.shift, &a.invstd, &a.mean, &a.gamma}) field->resize(C);
+  for (auto* field : {&a.scale, &a.beta, &a.invstd, &a.mean, &a.gamma}) field->resize(C);
   for (int64_t c = 0; c < C; ++c) {
     const double g = static_cast<double>(gamma_of(gp, c)), b = static_cast<double>(beta_of(bp, c));
     const double invstd = 1.0 / std::sqrt(static_cast<double>(vp[c]) + eps), scale = g * invstd;
     a.invstd[c] = static_cast<opmath_t>(invstd);
     a.scale[c] = static_cast<opmath_t>(scale);
-    a.shift[c] = static_cast<opmath_t>(b - static_cast<double>(mp[c]) * scale);
+    a.beta[c] = static_cast<opmath_t>(b);
     a.mean[c] = static_cast<opmath_t>(mp[c]);
     a.gamma[c] = static_cast<opmath_t>(g);
   }
@@ -258,6 +263,27 @@ at::Tensor sum_per_channel(const at::Tensor& dz) {
   return out;
 }
 
+// y = relu((z - mean) * scale + beta) per channel; y may be z itself (inference normalizes in place).
+template <typename scalar_t>
+void normalize_relu(const Geometry& g, const scalar_t* zp, scalar_t* yp,
+                    const ChannelAffine<at::opmath_type<scalar_t>>& affine) {
+  const auto *scale = affine.scale.data(), *beta = affine.beta.data(), *mean = affine.mean.data();
+  for_each_element<scalar_t>(g, [=](const auto& at) {
+    at.store(yp, relu((at.load(zp) - at.channel(mean)) * at.channel(scale) + at.channel(beta)));
+  });
+}
+
+// Each channel's shift for the statistics' sums: its first value (sample 0, position 0), or 0 (see
+// channel_shift in conv_bn_relu.h).
+template <typename scalar_t>
+std::vector<at::opmath_type<scalar_t>> channel_shifts(const Geometry& g, const scalar_t* zp) {
+  std::vector<at::opmath_type<scalar_t>> shifts(g.C);
+  for (int64_t c = 0; c < g.C; ++c) {
+    shifts[c] = channel_shift(static_cast<at::opmath_type<scalar_t>>(zp[g.channels_last ? c : c * g.S]));
+  }
+  return shifts;
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv_bn_relu_train_cpu(
     const at::Tensor& input, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
     const c10::optional<at::Tensor>& bn_weight, const c10::optional<at::Tensor>& bn_bias, at::IntArrayRef stride,
@@ -268,29 +294,38 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv_bn_relu_train_cp
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, z.scalar_type(), "cnnrepro::conv_bn_relu_train", [&] {
     using acc_t = acc_type<scalar_t>;
-    using opmath_t = at::opmath_type<scalar_t>;
     const scalar_t* zp = z.const_data_ptr<scalar_t>();
+    const auto shifts = channel_shifts(g, zp);
     std::vector<acc_t> sums(2 * g.C);
-    channel_sums<scalar_t>(g, sums.data(), [zp](const auto& at) {
-      const auto v = at.load(zp);
-      return std::pair{v, v};  // sums of z and z^2
+    channel_sums<scalar_t>(g, sums.data(), [zp, k = shifts.data()](const auto& at) {
+      const auto v = at.load(zp) - at.channel(k);
+      return std::pair{v, v};  // sums of z - K and (z - K)^2
     });
     const acc_t count = static_cast<acc_t>(g.N * g.S);
     scalar_t* mp = mean.mutable_data_ptr<scalar_t>();
     scalar_t* vp = var.mutable_data_ptr<scalar_t>();
     for (int64_t c = 0; c < g.C; ++c) {
       const acc_t m = sums[c] / count;
-      mp[c] = static_cast<scalar_t>(m);
-      vp[c] = static_cast<scalar_t>(std::max(acc_t(0), sums[g.C + c] / count - m * m));
+      mp[c] = static_cast<scalar_t>(static_cast<acc_t>(shifts[c]) + m);
+      vp[c] = static_cast<scalar_t>(shifted_variance(m, sums[g.C + c] / count));
     }
-    const auto affine = channel_affine<scalar_t>(mean, var, bn_weight, bn_bias, eps);
-    scalar_t* yp = y.mutable_data_ptr<scalar_t>();
-    const opmath_t *scale = affine.scale.data(), *shift = affine.shift.data();
-    for_each_element<scalar_t>(g, [=](const auto& at) {
-      at.store(yp, relu(at.load(zp) * at.channel(scale) + at.channel(shift)));
-    });
+    normalize_relu(g, zp, y.mutable_data_ptr<scalar_t>(), channel_affine<scalar_t>(mean, var, bn_weight, bn_bias, eps));
   });
   return {y, z, mean, var};
+}
+
+at::Tensor conv_bn_relu_eval_cpu(const at::Tensor& input, const at::Tensor& weight,
+                                 const c10::optional<at::Tensor>& bias, const c10::optional<at::Tensor>& bn_weight,
+                                 const c10::optional<at::Tensor>& bn_bias, const at::Tensor& running_mean,
+                                 const at::Tensor& running_var, at::IntArrayRef stride, at::IntArrayRef padding,
+                                 at::IntArrayRef dilation, int64_t groups, double eps) {
+  at::Tensor z = prepare_eval(input, weight, bias, bn_weight, bn_bias, running_mean, running_var,
+                              {stride, padding, dilation, groups}, eps);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, z.scalar_type(), "cnnrepro::conv_bn_relu_eval", [&] {
+    scalar_t* zp = z.mutable_data_ptr<scalar_t>();
+    normalize_relu(geometry_of(z), zp, zp, channel_affine<scalar_t>(running_mean, running_var, bn_weight, bn_bias, eps));
+  });
+  return z;
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv_bn_relu_train_backward_cpu(
@@ -299,7 +334,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv_bn_r
     const c10::optional<at::Tensor>& bn_bias, at::IntArrayRef stride, at::IntArrayRef padding,
     at::IntArrayRef dilation, int64_t groups, double eps, std::array<bool, 3> output_mask) {
   const ConvParams conv{stride, padding, dilation, groups};
-  BackwardCall call = prepare_backward(grad_output, input, weight, conv_out, bn_weight, bn_bias, conv, eps);
+  BackwardCall call = prepare_backward(grad_output, input, weight, conv_out, mean, var, bn_weight, bn_bias, conv, eps);
   at::Tensor &z = call.z, &dy = call.dy, &dz = call.dz, &grad_gamma = call.grad_gamma, &grad_beta = call.grad_beta;
   const Geometry& g = call.g;
 
@@ -307,12 +342,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv_bn_r
     using acc_t = acc_type<scalar_t>;
     using opmath_t = at::opmath_type<scalar_t>;
     const auto affine = channel_affine<scalar_t>(mean, var, bn_weight, bn_bias, eps);
-    const opmath_t *scale = affine.scale.data(), *shift = affine.shift.data(), *mu = affine.mean.data();
+    const opmath_t *scale = affine.scale.data(), *beta = affine.beta.data(), *mu = affine.mean.data();
     const scalar_t *zp = z.const_data_ptr<scalar_t>(), *dyp = dy.const_data_ptr<scalar_t>();
     // dv: the gradient past the ReLU, whose mask is recomputed from z exactly as the forward computed y.
     auto grad_past_relu = [=](const auto& at) {
-      const auto v = at.load(zp) * at.channel(scale) + at.channel(shift);
-      return keep_if(v > decltype(v){}, at.load(dyp));
+      return keep_if(relu_passes((at.load(zp) - at.channel(mu)) * at.channel(scale) + at.channel(beta)), at.load(dyp));
     };
     std::vector<acc_t> sums(2 * g.C);
     channel_sums<scalar_t>(g, sums.data(), [=](const auto& at) {
@@ -348,6 +382,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv_bn_r
 TORCH_LIBRARY_IMPL(cnnrepro, CPU, m) {
   m.impl("conv_bn_relu_train", &conv_bn_relu_train_cpu);
   m.impl("conv_bn_relu_train_backward", &conv_bn_relu_train_backward_cpu);
+  m.impl("conv_bn_relu_eval", &conv_bn_relu_eval_cpu);
 }
 
 }  // namespace cnnrepro::conv_bn_relu
