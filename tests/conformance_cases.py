@@ -214,6 +214,48 @@ def invalid_lrn_backward(rng: random.Random) -> Invalid:
     return Invalid(kind, word, lambda: ops.lrn_backward(**args), None)
 
 
+def block_args(channels=4, in_channels=3, **overrides) -> dict:
+    """Valid ops.conv_bn_relu arguments (a 3x3 convolution of a 2x3x6x6 input, eval mode), some replaced."""
+    args = dict(
+        x=torch.randn(2, in_channels, 6, 6),
+        weight=torch.randn(channels, in_channels, 3, 3),
+        bias=None,
+        bn_weight=torch.ones(channels),
+        bn_bias=torch.zeros(channels),
+        running_mean=torch.zeros(channels),
+        running_var=torch.ones(channels),
+        training=False,
+        momentum=0.1,
+        eps=1e-5,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups=1,
+    )
+    return args | overrides
+
+
+def backward_args(**overrides) -> dict:
+    """Valid arguments of the training op's backward (block_args' convolution), some replaced."""
+    args = dict(
+        grad_output=torch.randn(2, 4, 4, 4),
+        input=torch.randn(2, 3, 6, 6),
+        weight=torch.randn(4, 3, 3, 3),
+        conv_out=torch.randn(2, 4, 4, 4),
+        mean=torch.zeros(4),
+        var=torch.ones(4),
+        bn_weight=None,
+        bn_bias=None,
+        stride=[1, 1],
+        padding=[0, 0],
+        dilation=[1, 1],
+        groups=1,
+        eps=1e-5,
+        output_mask=[True, True, True],
+    )
+    return args | overrides
+
+
 def _block_call(args):
     return ops.conv_bn_relu(**args)
 
@@ -271,25 +313,7 @@ def invalid_conv_bn_relu(rng: random.Random) -> Invalid:
     if training:
         options.append(("one_value_per_channel", "value per channel", dict(x=torch.randn(1, 3, 3, 3))))
     kind, word, change = rng.choice(options)
-    args = (
-        dict(
-            x=torch.randn(2, 3, 6, 6),
-            weight=torch.randn(c, 3, 3, 3),
-            bias=None,
-            bn_weight=torch.ones(c),
-            bn_bias=torch.zeros(c),
-            running_mean=torch.zeros(c),
-            running_var=torch.ones(c),
-            training=training,
-            momentum=0.1,
-            eps=1e-5,
-            stride=1,
-            padding=0,
-            dilation=1,
-            groups=1,
-        )
-        | change
-    )
+    args = block_args(training=training) | change
     return Invalid(kind, word, lambda: _block_call(args), lambda: _block_native(args))
 
 
@@ -302,25 +326,7 @@ def invalid_conv_bn_relu_backward(rng: random.Random) -> Invalid:
         ("bn_weight_size", "bn_weight", dict(bn_weight=torch.ones(2))),
     ]
     kind, word, change = rng.choice(options)
-    args = (
-        dict(
-            grad_output=torch.randn(2, 4, 4, 4),
-            input=torch.randn(2, 3, 6, 6),
-            weight=torch.randn(4, 3, 3, 3),
-            conv_out=torch.randn(2, 4, 4, 4),
-            mean=torch.zeros(4),
-            var=torch.ones(4),
-            bn_weight=None,
-            bn_bias=None,
-            stride=[1, 1],
-            padding=[0, 0],
-            dilation=[1, 1],
-            groups=1,
-            eps=1e-5,
-            output_mask=[True, True, True],
-        )
-        | change
-    )
+    args = backward_args(**change)
     return Invalid(kind, word, lambda: torch.ops.cnnrepro.conv_bn_relu_train_backward(**args), None)
 
 

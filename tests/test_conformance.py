@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from conformance_cases import (
     INVALID_PER_OP,
     VALID_PER_OP,
+    block_args,
     conv_bn_relu_case,
     lrn_case,
     max_pool_case,
@@ -210,18 +211,7 @@ def test_batchnorm_raises_error_if_parameter_is_not_same_size_as_input(name, tra
     # upstream: TestNN.test_batchnorm_raises_error_if_{running_mean,running_var,weight,bias}
     # _is_not_same_size_as_input
     c = 10
-    args = dict(
-        x=torch.rand(2, c, 2, 2),
-        weight=torch.eye(c).view(c, c, 1, 1),
-        bias=None,
-        bn_weight=torch.ones(c),
-        bn_bias=torch.zeros(c),
-        running_mean=torch.zeros(c),
-        running_var=torch.ones(c),
-        training=training,
-        momentum=0.1,
-        eps=1e-5,
-    )
+    args = block_args(c, c, x=torch.rand(2, c, 2, 2), weight=torch.eye(c).view(c, c, 1, 1), training=training)
     args[name] = torch.rand(c + size_change)
     with pytest.raises(
         (RuntimeError, ValueError), match=f"{name} has {c + size_change} elements, expected {c}"

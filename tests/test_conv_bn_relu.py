@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+from conformance_cases import backward_args, block_args
 
 from cnnrepro import nn, ops
 from cnnrepro.ops import reference
@@ -288,43 +289,14 @@ def test_deterministic_bits(device):
         assert torch.equal(a, b)
 
 
-def eval_call(weight=None, training=False, **overrides):
-    """ops.conv_bn_relu in eval mode on valid arguments, with some replaced."""
-    args = dict(
-        x=torch.randn(2, 3, 5, 5),
-        weight=torch.randn(4, 3, 3, 3) if weight is None else weight,
-        bias=None,
-        bn_weight=torch.ones(4),
-        bn_bias=torch.zeros(4),
-        running_mean=torch.zeros(4),
-        running_var=torch.ones(4),
-        training=training,
-        momentum=0.1,
-        eps=1e-5,
-    )
-    return ops.conv_bn_relu(**(args | overrides))
+def eval_call(**overrides):
+    """ops.conv_bn_relu on valid arguments (eval mode), with some replaced."""
+    return ops.conv_bn_relu(**block_args(**overrides))
 
 
 def backward_call(**overrides):
     """The training op's backward on valid arguments, with some replaced."""
-    x, w = torch.randn(2, 3, 5, 5), torch.randn(4, 3, 3, 3)
-    args = dict(
-        grad_output=torch.randn(2, 4, 3, 3),
-        input=x,
-        weight=w,
-        conv_out=torch.randn(2, 4, 3, 3),
-        mean=torch.zeros(4),
-        var=torch.ones(4),
-        bn_weight=None,
-        bn_bias=None,
-        stride=[1, 1],
-        padding=[0, 0],
-        dilation=[1, 1],
-        groups=1,
-        eps=1e-5,
-        output_mask=[True, True, False],
-    )
-    return torch.ops.cnnrepro.conv_bn_relu_train_backward(**(args | overrides))
+    return torch.ops.cnnrepro.conv_bn_relu_train_backward(**backward_args(**overrides))
 
 
 def functional(x, weight, bn_weight=None, training=True, **conv):
