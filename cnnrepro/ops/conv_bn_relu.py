@@ -108,11 +108,15 @@ def _conv_output(x, weight, bias, stride, padding, dilation, groups) -> torch.Te
     return empty_in_kernel_layout(x, shape=z.shape)
 
 
-@register_flop_formula([torch.ops.cnnrepro.conv_bn_relu_train, torch.ops.cnnrepro.conv_bn_relu_eval])
-def _flops(x_shape, w_shape, *_args, out_shape, **_kwargs) -> int:
+@register_flop_formula(torch.ops.cnnrepro.conv_bn_relu_eval)
+def _eval_flops(x_shape, w_shape, *_args, out_shape, **_kwargs) -> int:
     """The convolution's FLOPs, so torch's flop counter (and models.summary's MACs) sees the fused ops."""
-    conv_out_shape = out_shape[0] if isinstance(out_shape[0], (tuple, list, torch.Size)) else out_shape
-    return conv_flop_count(x_shape, w_shape, conv_out_shape, transposed=False)
+    return conv_flop_count(x_shape, w_shape, out_shape, transposed=False)
+
+
+@register_flop_formula(torch.ops.cnnrepro.conv_bn_relu_train)
+def _train_flops(x_shape, w_shape, *_args, out_shape, **_kwargs) -> int:
+    return _eval_flops(x_shape, w_shape, out_shape=out_shape[0])  # outputs: (y, z, mean, var)
 
 
 @torch.library.register_fake("cnnrepro::conv_bn_relu_train")
