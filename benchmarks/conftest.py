@@ -8,7 +8,7 @@ import pytest
 import torch
 from harness import CASE_FIELDS, environment, merge_csv, paired_rows
 
-from cnnrepro.report.store import write_atomic
+from cnnrepro.files import write_atomic
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 # kind -> (results file, baseline impl, candidate impl)

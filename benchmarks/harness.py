@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 import cnnrepro
-from cnnrepro.report.store import write_atomic
+from cnnrepro.files import write_atomic
 
 ROUNDS = 10
 CASE_FIELDS = ["op", "direction", "shape", "layout", "device"]

@@ -11,7 +11,7 @@ from harness import Case, dims, time_member
 from cnnrepro.data import Split, load_dataset
 from cnnrepro.data.batches import batches
 from cnnrepro.experiments import PROFILES, SUITES, plan_runs
-from cnnrepro.train.engine import build_model, lr_factor, train_pass
+from cnnrepro.train import TrainState, build_model, train_pass
 
 PROFILE = PROFILES["quick"]
 MODELS = SUITES["classic"] + ["resnet20", "plain20"]
@@ -24,14 +24,11 @@ def dataset():
 
 
 def setup(model_name, dataset, backend, device):
-    """The quick profile's model (same seed, so the same weights either backend), SGD and schedule."""
+    """The quick profile's model (same seed, so the same weights either backend), SGD and schedule,
+    as the runner builds them."""
     (config,) = plan_runs([model_name], PROFILE, [0], backend=backend)
-    model = build_model(config, dataset, device)
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, 10**6))
-    return config, model, optimizer, scheduler
+    state = TrainState.create(config, build_model(config, dataset, device), steps_per_epoch=10**6)
+    return config, state
 
 
 def random_batch(config, dataset, device):
@@ -46,19 +43,19 @@ def random_batch(config, dataset, device):
 @pytest.mark.parametrize("mode", ["train", "inference"])
 @pytest.mark.parametrize("model_name", MODELS)
 def test_model(benchmark, device, dataset, model_name, mode, backend):
-    config, model, optimizer, scheduler = setup(model_name, dataset, backend, device)
+    config, state = setup(model_name, dataset, backend, device)
     images, labels = random_batch(config, dataset, device)
     if mode == "train":
 
         def fn():
-            train_pass(model, optimizer, scheduler, [(images, labels)], config.aux_weight)
+            train_pass(state, [(images, labels)], config.aux_weight)
 
     else:
-        model.eval()
+        state.model.eval()
 
         @torch.no_grad()
         def fn():
-            model(images)
+            state.model(images)
 
     case = Case(
         model_name, mode, dims(images.shape), "contiguous", device, kind="model", examples=len(images)
@@ -75,7 +72,7 @@ def dataloader_batches(split: Split, batch_size: int, generator: torch.Generator
 @pytest.mark.parametrize("loop", ["runner", "dataloader"])
 @pytest.mark.parametrize("model_name", LOOP_MODELS)
 def test_training_loop(benchmark, device, dataset, model_name, loop):
-    config, model, optimizer, scheduler = setup(model_name, dataset, "custom", device)
+    config, state = setup(model_name, dataset, "custom", device)
     train = (
         dataset.resized(config.input_size).train.to(device) if config.input_size else dataset.train.to(device)
     )
@@ -83,9 +80,7 @@ def test_training_loop(benchmark, device, dataset, model_name, loop):
     source = {"runner": batches, "dataloader": dataloader_batches}[loop]
 
     def one_pass():
-        train_pass(
-            model, optimizer, scheduler, source(train, config.batch_size, generator), config.aux_weight
-        )
+        train_pass(state, source(train, config.batch_size, generator), config.aux_weight)
 
     shape = f"{dims(train.images.shape)} batch{config.batch_size}"
     case = Case(model_name, "train pass", shape, "contiguous", device, kind="loop", examples=len(train))

@@ -23,9 +23,8 @@ from cnnrepro import models
 from cnnrepro.data import DownloadError, list_datasets, load_dataset
 from cnnrepro.experiments import PROFILES, SUITES, plan_runs
 from cnnrepro.report import write_report
-from cnnrepro.report.store import ResultsStore
-from cnnrepro.train import RunConfig, set_deterministic, train_run
-from cnnrepro.train.engine import build_model
+from cnnrepro.store import ResultsStore
+from cnnrepro.train import RunConfig, numerics_settings, set_deterministic, train_run
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -109,6 +108,7 @@ def environment(args, device: str) -> dict:
         "device": device,
         "cuda_device": torch.cuda.get_device_name() if device == "cuda" else None,
         "build_info": cnnrepro.build_info(),
+        "numerics": numerics_settings(),
         "profile": dataclasses.asdict(PROFILES[args.profile]),
         "seeds": args.seeds,
         "backend": args.backend,
@@ -130,12 +130,6 @@ def run_one(config: RunConfig, dataset, store: ResultsStore, device: str, verify
     if verify and result.status == "finished":
         again = train_run(config, dataset, store.checkpoints / "verify", device)
         determinism = "matched" if again.weights_sha256 == result.weights_sha256 else "MISMATCH"
-    size = config.input_size or dataset.image_size
-    macs = int(
-        models.summary(build_model(config, dataset, "cpu"), (1, dataset.in_channels, size, size)).iloc[-1][
-            "macs"
-        ]
-    )
     last = result.history[-1] if result.history else None
 
     def median_of(field: str):
@@ -150,7 +144,7 @@ def run_one(config: RunConfig, dataset, store: ResultsStore, device: str, verify
         "train_acc": last.train_acc if last else "",
         "test_acc": last.test_acc if last else "",
         "params": result.params,
-        "macs": macs,
+        "macs": result.macs,
         "train_time_s": sum(e.epoch_time_s for e in result.history),
         "train_examples_per_s": median_of("train_examples_per_s"),
         "test_examples_per_s": median_of("test_examples_per_s"),

@@ -18,7 +18,7 @@ from cnnrepro import models
 from cnnrepro.models import googlenet
 from cnnrepro.report import NoResultsError, claims, write_report
 from cnnrepro.report.__main__ import main as report_main
-from cnnrepro.report.store import ResultsStore
+from cnnrepro.store import ResultsStore
 
 SECTIONS = [
     "summary",

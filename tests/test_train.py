@@ -11,7 +11,15 @@ import pytest
 import torch
 
 from cnnrepro.data import load_dataset
-from cnnrepro.train import RunConfig, derive_seed, load_checkpoint, save_atomic, train_run
+from cnnrepro.train import (
+    RunConfig,
+    TrainState,
+    build_model,
+    derive_seed,
+    load_checkpoint,
+    save_atomic,
+    train_run,
+)
 
 SMALL = dict(
     model="lenet5",
@@ -71,6 +79,49 @@ def test_sigkill_mid_training_then_resume_equals_uninterrupted(mnist5k, tmp_path
     resumed = train_run(config, mnist5k, tmp_path / "killed")
     assert resumed.status == "finished" and resumed.weights_sha256 == uninterrupted.weights_sha256
     assert [e.train_loss for e in resumed.history] == [e.train_loss for e in uninterrupted.history]
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_resume_restores_the_dropout_generator_on_every_device(mnist5k, tmp_path, device):
+    """VGG's dropout draws from the global generator of the run's device (CUDA's own on a GPU):
+    a run stopped after epoch 1 and resumed in the same process must draw the masks an
+    uninterrupted run draws, not the ones a freshly seeded generator would."""
+    config = RunConfig(
+        model="vgg11",
+        dataset="mnist5k",
+        epochs=2,
+        batch_size=32,
+        lr=0.01,
+        width=0.0625,
+        input_size=32,
+        train_subset=128,
+        test_subset=64,
+    )
+    uninterrupted = train_run(config, mnist5k, tmp_path / "clean", device)
+
+    def stop(result, epoch):
+        raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train_run(config, mnist5k, tmp_path / "stopped", device, on_epoch=stop)
+    resumed = train_run(config, mnist5k, tmp_path / "stopped", device)
+    assert resumed.weights_sha256 == uninterrupted.weights_sha256
+    assert [e.train_loss for e in resumed.history] == [e.train_loss for e in uninterrupted.history]
+
+
+def test_train_state_round_trips_every_generator(mnist5k):
+    config = RunConfig(**SMALL)
+    state = TrainState.create(config, build_model(config, mnist5k), steps_per_epoch=10)
+    saved = state.state_dict()
+    draws = [torch.rand(3, generator=g) for g in (state.data_rng, state.augment_rng)] + [torch.rand(3)]
+    state.load_state_dict(saved)
+    again = [torch.rand(3, generator=g) for g in (state.data_rng, state.augment_rng)] + [torch.rand(3)]
+    assert all(torch.equal(a, b) for a, b in zip(draws, again, strict=True))
+    with pytest.raises(ValueError, match="written on cuda, but it would resume on cpu.*--device cuda"):
+        state.load_state_dict(saved | {"device_type": "cuda"})
 
 
 def test_a_diverging_run_is_recorded(mnist5k, tmp_path):

@@ -1,4 +1,5 @@
-"""Downloads that are verified before they count: temp file, checksum, then an atomic rename.
+"""Downloads that are verified before they count: an atomic file (cnnrepro.files), checked
+against its MD5 before it replaces anything.
 
 A file already in the data directory with the right checksum is used without any network.
 A file with the wrong checksum (truncated, corrupt) is reported and moved aside, never left
@@ -7,11 +8,12 @@ looking valid; a failed download says which URL failed and where to put the file
 
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from cnnrepro.files import atomic_file
 
 TIMEOUT_S = 60
 CHUNK = 1 << 20
@@ -60,31 +62,28 @@ def fetch(remote: RemoteFile, directory: Path) -> Path:
             f"moved to {corrupt}, downloading again"
         )
     directory.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=directory, prefix=f".{remote.filename}.", suffix=".part")
-    temp = Path(temp_name)
     hint = f"Download it by hand from {remote.url} and put it at {target} (MD5 {remote.md5})."
-    try:
-        with os.fdopen(handle, "wb") as out:
-            _download(remote.url, out, hint)
-        actual = md5_of(temp)
+    with atomic_file(target) as out:  # a failed checksum raises inside: the target is never written
+        actual = _download(remote.url, out, hint)
         if actual != remote.md5:
             raise DownloadError(
                 f"{remote.url} arrived with MD5 {actual}, expected {remote.md5} "
                 f"(truncated or changed). {hint}"
             )
-        os.replace(temp, target)
-        return target
-    finally:
-        temp.unlink(missing_ok=True)
+    return target
 
 
-def _download(url: str, out, hint: str) -> None:
+def _download(url: str, out, hint: str) -> str:
+    """Streams ``url`` into ``out``; returns the MD5 of what arrived."""
+    digest = hashlib.md5(usedforsecurity=False)
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
             while chunk := response.read(CHUNK):
                 out.write(chunk)
+                digest.update(chunk)
     except urllib.error.HTTPError as error:
         raise DownloadError(f"downloading {url} failed: HTTP {error.code} {error.reason}. {hint}") from error
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
         raise DownloadError(f"downloading {url} failed: {reason} (offline?). {hint}") from error
+    return digest.hexdigest()

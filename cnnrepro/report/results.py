@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from cnnrepro.store import ENV_JSON, RESULTS_CSV, RUNS_CSV
+
 BENCH_FILES = {"speedups": "speedups.csv", "models": "models.csv", "loops": "loops.csv"}
 
 
@@ -32,16 +34,16 @@ def default_bench_dir(directory: Path) -> Path:
 
 def load_results(directory: Path, bench_dir: Path | None = None) -> Results:
     directory = Path(directory)
-    runs_csv = directory / "runs.csv"
+    runs_csv = directory / RUNS_CSV
     if not runs_csv.exists():
         raise NoResultsError(
-            f"no results store in {directory}: runs.csv is missing "
+            f"no results store in {directory}: {RUNS_CSV} is missing "
             "(train first: python -m cnnrepro.run --all --out DIR)"
         )
     runs = pd.read_csv(runs_csv, dtype={"key": str, "weights_sha256": str})
-    epochs_csv = directory / "results.csv"
+    epochs_csv = directory / RESULTS_CSV
     epochs = pd.read_csv(epochs_csv, dtype={"key": str}) if epochs_csv.exists() else pd.DataFrame()
-    env_json = directory / "env.json"
+    env_json = directory / ENV_JSON
     env = json.loads(env_json.read_text()) if env_json.exists() else {}
     bench_dir = Path(bench_dir) if bench_dir is not None else default_bench_dir(directory)
     bench = {name: pd.read_csv(bench_dir / f) for name, f in BENCH_FILES.items() if (bench_dir / f).exists()}

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from cnnrepro.files import write_atomic
 from cnnrepro.report import figures, html, tables
 from cnnrepro.report.claims import check_claims
 from cnnrepro.report.results import Results, load_results
-from cnnrepro.report.store import write_atomic
 
 SUMMARY_FORMATS = {
     "train acc": "{:.3f}",

@@ -1,19 +1,42 @@
-"""Training: seeding and determinism, the training loop with per-epoch atomic checkpoints and
-resume, evaluation, and the weights hash that proves two runs equal."""
+"""Training: the recipe a config builds (model, optimizer, schedule), the train state that a
+checkpoint holds, the loop with per-epoch atomic checkpoints and resume, evaluation, and the
+weights hash that proves two runs equal. Everything a script reusing the engine needs is here."""
 
 from cnnrepro.train.checkpoint import load_checkpoint, save_atomic
-from cnnrepro.train.engine import EpochResult, RunConfig, RunResult, evaluate, train_run, weights_sha256
-from cnnrepro.train.seeding import derive_seed, set_deterministic
+from cnnrepro.train.engine import (
+    EpochResult,
+    PassStats,
+    RunResult,
+    evaluate,
+    loss_of,
+    train_epoch,
+    train_pass,
+    train_run,
+    weights_sha256,
+)
+from cnnrepro.train.recipe import RunConfig, build_model, lr_factor, make_optimizer, make_scheduler
+from cnnrepro.train.seeding import derive_seed, numerics_settings, set_deterministic
+from cnnrepro.train.state import TrainState
 
 __all__ = [
     "EpochResult",
+    "PassStats",
     "RunConfig",
     "RunResult",
+    "TrainState",
+    "build_model",
     "derive_seed",
     "evaluate",
     "load_checkpoint",
+    "loss_of",
+    "lr_factor",
+    "make_optimizer",
+    "make_scheduler",
+    "numerics_settings",
     "save_atomic",
     "set_deterministic",
+    "train_epoch",
+    "train_pass",
     "train_run",
     "weights_sha256",
 ]

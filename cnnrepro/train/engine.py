@@ -1,16 +1,19 @@
 """The training loop: one explicit, readable loop per run, resumable after any interruption.
 
-A run is identified by the hash of its full config. After every epoch its whole state (weights,
-optimizer, LR schedule, every random generator, the history so far) is checkpointed atomically;
-a rerun of the same config resumes from there and ends with the same weights, bit for bit, as a
-run that was never interrupted.
+A run is identified by the hash of its full config. After every epoch its whole state
+(:class:`TrainState`: weights, optimizer, LR schedule, every random generator) and the history so
+far are checkpointed atomically; a rerun of the same config resumes from there and ends with the
+same weights, bit for bit, as a run that was never interrupted.
+
+On CUDA the loop never waits for the device inside a pass: losses and accuracies accumulate on the
+device and are read once per pass, so the host queues steps ahead of the kernels.
 """
 
 import dataclasses
 import hashlib
-import json
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,44 +23,8 @@ import torch.nn.functional as F
 from cnnrepro import models
 from cnnrepro.data import Dataset, Split, batches
 from cnnrepro.train.checkpoint import load_checkpoint, save_atomic
-from cnnrepro.train.seeding import derive_seed, generator
-
-SCHEDULES = ("constant", "cosine", "multistep")
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything that decides a run's result. Its hash names the run."""
-
-    model: str
-    dataset: str
-    seed: int = 0
-    epochs: int = 1
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"  # per iteration: constant, cosine to 0, or multistep (x gamma at milestones)
-    milestones: tuple[int, ...] = ()  # iterations, for multistep
-    gamma: float = 0.1
-    backend: str = "custom"
-    width: float = 1.0
-    input_size: int | None = None  # None: the dataset's own resolution
-    aux_weight: float = 0.3  # GoogLeNet's auxiliary losses, in training
-    train_subset: int | None = None  # the first N training examples only (profiles)
-    test_subset: int | None = None
-    model_config: tuple[tuple[str, object], ...] = ()  # extra builder arguments, as sorted pairs
-
-    def __post_init__(self):
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
-            raise ValueError(f"epochs and batch_size must be >= 1 and lr > 0, got {self}")
-
-    def key(self) -> str:
-        """The run's identity: a hash of every field."""
-        text = json.dumps(dataclasses.asdict(self), sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+from cnnrepro.train.recipe import RunConfig, build_model
+from cnnrepro.train.state import TrainState
 
 
 @dataclass
@@ -68,7 +35,7 @@ class EpochResult:
     test_loss: float
     test_acc: float
     epoch_time_s: float
-    train_examples_per_s: float  # step time only: forward, backward, optimizer
+    train_examples_per_s: float  # step time only: forward, backward, optimizer (not the batching)
     test_examples_per_s: float = float("nan")  # inference over the test split (nan: older checkpoints)
 
 
@@ -79,6 +46,7 @@ class RunResult:
     history: list[EpochResult] = field(default_factory=list)
     weights_sha256: str = ""
     params: int = 0
+    macs: int = 0  # multiply-accumulates of one forward pass of one image
 
 
 def weights_sha256(model: torch.nn.Module) -> str:
@@ -88,32 +56,6 @@ def weights_sha256(model: torch.nn.Module) -> str:
         digest.update(key.encode())
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
-
-
-def build_model(config: RunConfig, dataset: Dataset, device) -> torch.nn.Module:
-    torch.manual_seed(derive_seed(config.seed, "init"))
-    size = config.input_size or dataset.image_size
-    extra = dict(config.model_config)
-    if models.builder_accepts(config.model, "input_size"):
-        extra.setdefault("input_size", size)
-    model = models.get_model(
-        config.model,
-        num_classes=dataset.num_classes,
-        in_channels=dataset.in_channels,
-        backend=config.backend,
-        width=config.width,
-        **extra,
-    )
-    return model.to(device)
-
-
-def lr_factor(config: RunConfig, total_steps: int):
-    """The LR multiplier at each iteration."""
-    if config.schedule == "cosine":
-        return lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
-    if config.schedule == "multistep":
-        return lambda step: config.gamma ** sum(step >= m for m in config.milestones)
-    return lambda step: 1.0
 
 
 def subset(split: Split, n: int | None) -> Split:
@@ -132,12 +74,13 @@ def loss_of(output, labels, aux_weight: float) -> torch.Tensor:
 def evaluate(model: torch.nn.Module, split: Split, batch_size: int) -> tuple[float, float]:
     """(mean loss, accuracy) over a split, in eval mode, in order."""
     model.eval()
-    total_loss, correct = 0.0, 0
+    loss_sum = torch.zeros((), dtype=torch.float64, device=split.images.device)
+    correct = torch.zeros((), dtype=torch.int64, device=split.images.device)
     for images, labels in batches(split, batch_size, shuffle=False):
         logits = model(images)
-        total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
-        correct += (logits.argmax(1) == labels).sum().item()
-    return total_loss / len(split), correct / len(split)
+        loss_sum += F.cross_entropy(logits, labels, reduction="sum")
+        correct += (logits.argmax(1) == labels).sum()
+    return loss_sum.item() / len(split), correct.item() / len(split)
 
 
 def train_run(
@@ -150,56 +93,35 @@ def train_run(
         dataset = dataset.resized(config.input_size)
     train, test = subset(dataset.train, config.train_subset), subset(dataset.test, config.test_subset)
     train, test = train.to(device), test.to(device)
-    model = build_model(config, dataset, device)
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-    )
-    steps_per_epoch = math.ceil(len(train) / config.batch_size)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_factor(config, steps_per_epoch * config.epochs)
-    )
-    data_gen, augment_gen = generator(config.seed, "data"), generator(config.seed, "augment")
-    torch.manual_seed(derive_seed(config.seed, "dropout"))
-    result = RunResult(config, "running", params=sum(p.numel() for p in model.parameters()))
+    model = build_model(config, dataset)
+    size = (1, dataset.in_channels, dataset.image_size, dataset.image_size)
+    macs = int(models.summary(model, size).iloc[-1]["macs"])  # on the CPU, before any training step
+    model.to(device)
+    state = TrainState.create(config, model, steps_per_epoch=math.ceil(len(train) / config.batch_size))
+    result = RunResult(config, "running", params=models.count_parameters(model), macs=macs)
 
-    state = load_checkpoint(checkpoint)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        data_gen.set_state(state["data_rng"])
-        augment_gen.set_state(state["augment_rng"])
-        torch.set_rng_state(state["torch_rng"])
-        result.history = [EpochResult(**e) for e in state["history"]]
-        result.status = state["status"]
+    saved = load_checkpoint(checkpoint)
+    if saved is not None:
+        state.load_state_dict(saved)
+        result.history = [EpochResult(**e) for e in saved["history"]]
+        result.status = saved["status"]
 
     while result.status == "running" and len(result.history) < config.epochs:
-        epoch = len(result.history) + 1
-        epoch_result = _train_epoch(
-            model, optimizer, scheduler, train, test, config, data_gen, augment_gen, dataset.augment, epoch
-        )
-        if epoch_result is None:
+        epoch = train_epoch(state, train, test, config, dataset.augment, number=len(result.history) + 1)
+        if epoch is None:
             result.status = "diverged"
         else:
-            result.history.append(epoch_result)
+            result.history.append(epoch)
             if len(result.history) == config.epochs:
                 result.status = "finished"
+        history = [dataclasses.asdict(e) for e in result.history]
         save_atomic(
-            {
-                "config": dataclasses.asdict(config),
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "data_rng": data_gen.get_state(),
-                "augment_rng": augment_gen.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "history": [dataclasses.asdict(e) for e in result.history],
-                "status": result.status,
-            },
+            state.state_dict()
+            | {"config": dataclasses.asdict(config), "history": history, "status": result.status},
             checkpoint,
         )
         if on_epoch is not None:
-            on_epoch(result, epoch_result)
+            on_epoch(result, epoch)
     result.weights_sha256 = weights_sha256(model)
     return result
 
@@ -212,42 +134,57 @@ class PassStats:
     step_time_s: float = 0.0  # forward, backward and optimizer step, not the batching
 
 
-def train_pass(model, optimizer, scheduler, batch_source, aux_weight: float) -> PassStats | None:
-    """One pass of SGD steps over ``batch_source`` (any iterable of (images, labels)); None as soon
-    as the loss stops being finite."""
-    model.train()
-    stats = PassStats()
-    for images, labels in batch_source:
-        step_start = time.perf_counter()
-        output = model(images)
-        loss = loss_of(output, labels, aux_weight)
-        if not torch.isfinite(loss):
-            return None
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        loss_value = loss.item()  # waits for the step's kernels, so the time is theirs on CUDA too
-        stats.step_time_s += time.perf_counter() - step_start
-        logits = output[0] if isinstance(output, tuple) else output
-        stats.examples += len(labels)
-        stats.loss_sum += loss_value * len(labels)
-        stats.correct += (logits.argmax(1) == labels).sum().item()
-    return stats
-
-
-def _train_epoch(model, optimizer, scheduler, train, test, config, data_gen, augment_gen, augment, epoch):
-    """One pass over the training split, then the test split; None if the loss stopped being finite."""
+def train_pass(
+    state: TrainState, batch_source: Iterable[tuple[torch.Tensor, torch.Tensor]], aux_weight: float
+) -> PassStats | None:
+    """One pass of SGD steps over ``batch_source`` (any iterable of (images, labels)); None if the
+    loss stopped being finite. The pass reads the device once, at its end: a non-finite step is
+    found then (its NaN has reached the weights, which a diverged run no longer uses)."""
+    state.model.train()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=state.device)
+    correct = torch.zeros((), dtype=torch.int64, device=state.device)
+    examples, batching_s = 0, 0.0
     start = time.perf_counter()
-    source = batches(train, config.batch_size, data_gen, augment=augment, augment_generator=augment_gen)
-    stats = train_pass(model, optimizer, scheduler, source, config.aux_weight)
+    source = iter(batch_source)
+    while True:
+        batch_start = time.perf_counter()
+        batch = next(source, None)
+        batching_s += time.perf_counter() - batch_start
+        if batch is None:
+            break
+        images, labels = batch
+        output = state.model(images)
+        loss = loss_of(output, labels, aux_weight)
+        state.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        state.optimizer.step()
+        state.scheduler.step()
+        logits = output[0] if isinstance(output, tuple) else output
+        examples += len(labels)
+        loss_sum += loss.detach().double() * len(labels)
+        correct += (logits.argmax(1) == labels).sum()
+    total_loss = loss_sum.item()  # waits for the pass's last kernel, so the time is theirs on CUDA too
+    stats = PassStats(examples, total_loss, int(correct.item()), time.perf_counter() - start - batching_s)
+    return stats if math.isfinite(total_loss) else None
+
+
+def train_epoch(
+    state: TrainState, train: Split, test: Split, config: RunConfig, augment: bool, number: int
+) -> EpochResult | None:
+    """Epoch ``number``: one pass over the training split, then the test split; None if the loss
+    stopped being finite."""
+    start = time.perf_counter()
+    source = batches(
+        train, config.batch_size, state.data_rng, augment=augment, augment_generator=state.augment_rng
+    )
+    stats = train_pass(state, source, config.aux_weight)
     if stats is None:
         return None
     test_start = time.perf_counter()
-    test_loss, test_acc = evaluate(model, test, config.batch_size)
+    test_loss, test_acc = evaluate(state.model, test, config.batch_size)
     test_time = time.perf_counter() - test_start
     return EpochResult(
-        epoch,
+        number,
         stats.loss_sum / stats.examples,
         stats.correct / stats.examples,
         test_loss,

@@ -1,15 +1,19 @@
 """The results store of an output directory: results.csv (a row per run and epoch), runs.csv (a
 row per run) and env.json. Every write takes the directory's lock and replaces the file
-atomically, so two runners writing to one directory cannot lose or tear each other's rows."""
+atomically, so two runners writing to one directory cannot lose or tear each other's rows.
+
+The runner and the training engine write it; the report only reads it (report/results.py)."""
 
 import contextlib
 import csv
 import fcntl
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from cnnrepro.files import write_atomic
+
+RESULTS_CSV, RUNS_CSV, ENV_JSON = "results.csv", "runs.csv", "env.json"
 
 RESULT_FIELDS = [
     "suite",
@@ -50,20 +54,6 @@ RUN_FIELDS = [
 ]
 
 
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Writes ``data`` to a temp file beside ``path``, then renames it over ``path``: a reader sees
-    the old file or the new one, never a torn one."""
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb" if isinstance(data, bytes) else "w") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, path)
-    finally:
-        Path(temp).unlink(missing_ok=True)
-
-
 class ResultsStore:
     def __init__(self, directory: Path):
         self.directory = Path(directory)
@@ -97,15 +87,15 @@ class ResultsStore:
             write_atomic(self.directory / name, out.getvalue())
 
     def record_run(self, key: str, epoch_rows: list[dict], run_row: dict) -> None:
-        self._replace_rows("results.csv", RESULT_FIELDS, key, epoch_rows)
-        self._replace_rows("runs.csv", RUN_FIELDS, key, [run_row])
+        self._replace_rows(RESULTS_CSV, RESULT_FIELDS, key, epoch_rows)
+        self._replace_rows(RUNS_CSV, RUN_FIELDS, key, [run_row])
 
     def finished(self) -> dict[str, dict]:
         """The runs already recorded, by key."""
-        return {row["key"]: row for row in self._read("runs.csv")}
+        return {row["key"]: row for row in self._read(RUNS_CSV)}
 
     def write_env(self, env: dict) -> None:
         with self._locked():
             write_atomic(
-                self.directory / "env.json", json.dumps(env, indent=2, sort_keys=True, default=str) + "\n"
+                self.directory / ENV_JSON, json.dumps(env, indent=2, sort_keys=True, default=str) + "\n"
             )

@@ -1,0 +1,89 @@
+"""A run's recipe: the config that names it, and what the config builds (the model, SGD with
+momentum, the per-iteration LR schedule). Reused by the runner, the benchmarks and users' scripts."""
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+
+import torch
+
+from cnnrepro import models
+from cnnrepro.data import Dataset
+from cnnrepro.train.seeding import derive_seed
+
+SCHEDULES = ("constant", "cosine", "multistep")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that decides a run's result. Its hash names the run."""
+
+    model: str
+    dataset: str
+    seed: int = 0
+    epochs: int = 1
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"  # per iteration: constant, cosine to 0, or multistep (x gamma at milestones)
+    milestones: tuple[int, ...] = ()  # iterations, for multistep
+    gamma: float = 0.1
+    backend: str = "custom"
+    width: float = 1.0
+    input_size: int | None = None  # None: the dataset's own resolution
+    aux_weight: float = 0.3  # GoogLeNet's auxiliary losses, in training
+    train_subset: int | None = None  # the first N training examples only (profiles)
+    test_subset: int | None = None
+    model_config: tuple[tuple[str, object], ...] = ()  # extra builder arguments, as sorted pairs
+
+    def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
+            raise ValueError(f"epochs and batch_size must be >= 1 and lr > 0, got {self}")
+
+    def key(self) -> str:
+        """The run's identity: a hash of every field."""
+        text = json.dumps(dataclasses.asdict(self), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def build_model(config: RunConfig, dataset: Dataset, device="cpu") -> torch.nn.Module:
+    """The run's model, initialized from the run's "init" stream: the same weights on every device."""
+    torch.manual_seed(derive_seed(config.seed, "init"))
+    extra = dict(config.model_config)
+    if models.builder_accepts(config.model, "input_size"):
+        extra.setdefault("input_size", config.input_size or dataset.image_size)
+    model = models.get_model(
+        config.model,
+        num_classes=dataset.num_classes,
+        in_channels=dataset.in_channels,
+        backend=config.backend,
+        width=config.width,
+        **extra,
+    )
+    return model.to(device)
+
+
+def make_optimizer(config: RunConfig, model: torch.nn.Module) -> torch.optim.SGD:
+    """SGD with the config's momentum and weight decay (on every parameter, as the papers do)."""
+    return torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+
+
+def lr_factor(config: RunConfig, total_steps: int):
+    """The LR multiplier at each iteration."""
+    if config.schedule == "cosine":
+        return lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+    if config.schedule == "multistep":
+        return lambda step: config.gamma ** sum(step >= m for m in config.milestones)
+    return lambda step: 1.0
+
+
+def make_scheduler(config: RunConfig, optimizer: torch.optim.Optimizer, total_steps: int):
+    """The config's schedule, stepped once per iteration over ``total_steps``."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, total_steps))

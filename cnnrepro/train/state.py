@@ -1,0 +1,66 @@
+"""A run's whole training state: everything its next step depends on, saved and restored as one.
+
+Model, optimizer and LR schedule, and every random generator the run draws from: the data order,
+the augmentation, and the global generators dropout uses (the CPU's, and on CUDA the device's own,
+which a CPU-only checkpoint would miss). A run resumed from ``state_dict()`` takes the same next
+step as one that never stopped.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from cnnrepro.train.recipe import RunConfig, make_optimizer, make_scheduler
+from cnnrepro.train.seeding import derive_seed, generator
+
+
+@dataclass
+class TrainState:
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    data_rng: torch.Generator  # the order of the training batches
+    augment_rng: torch.Generator  # crops and flips
+    device: torch.device
+
+    @classmethod
+    def create(cls, config: RunConfig, model: torch.nn.Module, steps_per_epoch: int) -> "TrainState":
+        """A fresh state for ``model`` (already on its device); seeds the dropout generators."""
+        device = next(model.parameters()).device
+        optimizer = make_optimizer(config, model)
+        scheduler = make_scheduler(config, optimizer, steps_per_epoch * config.epochs)
+        torch.manual_seed(derive_seed(config.seed, "dropout"))  # the CPU's and every CUDA device's
+        data_rng, augment_rng = generator(config.seed, "data"), generator(config.seed, "augment")
+        return cls(model, optimizer, scheduler, data_rng, augment_rng, device)
+
+    def state_dict(self) -> dict:
+        state = {
+            "device_type": self.device.type,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "data_rng": self.data_rng.get_state(),
+            "augment_rng": self.augment_rng.get_state(),
+            "torch_rng": torch.get_rng_state(),
+        }
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restores a state saved by :meth:`state_dict` on the same kind of device. Another device
+        would draw other dropout masks and run other kernels: refused, never silently mixed."""
+        saved = state.get("device_type", "cpu")  # checkpoints before this field: CPU runs only
+        if saved != self.device.type:
+            raise ValueError(
+                f"this run's checkpoint was written on {saved}, but it would resume on "
+                f"{self.device.type}: rerun with --device {saved}, or --force to start over"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.data_rng.set_state(state["data_rng"])
+        self.augment_rng.set_state(state["augment_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        if self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
