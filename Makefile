@@ -6,6 +6,8 @@ TORCH_SPEC ?= torch==2.13.0
 # check-cuda: a CUDA build of torch to compile csrc/cuda against (no GPU needed to compile).
 CUDA_VENV ?= .venv-cuda
 CUDA_TORCH_SPEC ?= torch==2.14.1
+# torchvision beside it: the oracle tests/test_torchvision.py transplants weights from.
+TORCHVISION_SPEC ?= torchvision==0.29.1
 CUDA_ARCHS ?= 9.0
 CUDA_HOME ?= $(firstword $(wildcard /usr/local/cuda) $(patsubst %/bin/nvcc,%,$(shell command -v nvcc 2>/dev/null)))
 CUDA_CHECK_DIR ?= build/cuda-check
@@ -62,9 +64,11 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
 # Build the CUDA kernels against a CUDA build of torch (in a copy of the tree, so the CPU
-# build's in-place _C stays), check build_info() says CUDA, and run the tests with that build.
+# build's in-place _C stays), check build_info() says CUDA, and run the tests with that build
+# (torchvision installed, so the torchvision-weights tests run too).
 check-cuda:
 	$(call make_venv,$(CUDA_VENV),$(CUDA_TORCH_SPEC))
+	$(CUDA_VENV)/bin/python -c "import torchvision" 2>/dev/null || $(CUDA_VENV)/bin/pip install "$(TORCHVISION_SPEC)"
 	mkdir -p $(CUDA_CHECK_DIR)
 	rm -rf $(CUDA_CHECK_DIR)/cnnrepro $(CUDA_CHECK_DIR)/csrc $(CUDA_CHECK_DIR)/tests
 	git ls-files -co --exclude-standard -z | tar --null -cf - -T - | tar -xf - -C $(CUDA_CHECK_DIR)

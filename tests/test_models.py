@@ -120,7 +120,7 @@ def test_lenet_28px_with_padding_keeps_the_same_layers():
 
 
 def test_googlenet_aux_heads_in_training_only():
-    model = build("googlenet", num_classes=10, width=SMALL_WIDTH, aux_logits=True)
+    model = build("googlenet", num_classes=10, width=SMALL_WIDTH, aux_logits=True, input_size=96)
     logits, aux1, aux2 = model(torch.randn(2, 3, 96, 96))
     assert logits.shape == aux1.shape == aux2.shape == (2, 10)
     assert model.eval()(torch.randn(2, 3, 96, 96)).shape == (2, 10)

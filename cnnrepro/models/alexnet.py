@@ -3,7 +3,15 @@
 import torch
 
 from cnnrepro import nn as cnn
-from cnnrepro.models.blocks import classifier, conv_relu, flat_features, init_relu_network, max_pool, scaled
+from cnnrepro.models.blocks import (
+    classifier,
+    conv_relu,
+    features_classifier,
+    flat_features,
+    init_relu_network,
+    max_pool,
+    scaled,
+)
 from cnnrepro.models.registry import register_model
 
 
@@ -44,4 +52,4 @@ def alexnet(num_classes, in_channels, backend, width, input_size=224, dropout=0.
     head = classifier(
         flat_features(features, in_channels, input_size), scaled(4096, width), num_classes, dropout
     )
-    return init_relu_network(torch.nn.Sequential(features, head), linear_std=None)
+    return init_relu_network(features_classifier(features, head), linear_std=None)

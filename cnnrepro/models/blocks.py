@@ -1,5 +1,7 @@
 """Building blocks the model families share; each takes ``backend`` so custom and native swap."""
 
+from collections import OrderedDict
+
 import torch
 
 from cnnrepro import nn as cnn
@@ -10,9 +12,12 @@ def scaled(channels: int, width: float) -> int:
     return max(1, int(round(channels * width)))
 
 
-def conv_bn_relu(cin, cout, kernel, stride=1, padding=0, backend="custom", eps=1e-5) -> torch.nn.Module:
-    """Conv (no bias) + BatchNorm + ReLU: the fused block, which is the unfused Sequential either way."""
-    return cnn.ConvBNReLU2d(cin, cout, kernel, stride, padding, bias=False, eps=eps, backend=backend)
+def conv_bn_relu(
+    cin, cout, kernel, stride=1, padding=0, backend="custom", eps=1e-5, bias=False
+) -> torch.nn.Module:
+    """Conv (no bias: BatchNorm's shift replaces it) + BatchNorm + ReLU: the fused block, which is
+    the unfused Sequential either way."""
+    return cnn.ConvBNReLU2d(cin, cout, kernel, stride, padding, bias=bias, eps=eps, backend=backend)
 
 
 def conv_relu(cin, cout, kernel, stride=1, padding=0) -> torch.nn.Sequential:
@@ -43,9 +48,9 @@ def flat_features(features: torch.nn.Module, in_channels: int, input_size: int) 
 
 
 def classifier(in_features, hidden, num_classes, dropout) -> torch.nn.Sequential:
-    """AlexNet's and VGG's head: two hidden FC layers with ReLU and dropout, then the output layer."""
+    """AlexNet's and VGG's head: two hidden FC layers with ReLU and dropout, then the output layer
+    (torchvision's VGG classifier, index for index)."""
     return torch.nn.Sequential(
-        torch.nn.Flatten(),
         torch.nn.Linear(in_features, hidden),
         torch.nn.ReLU(inplace=True),
         torch.nn.Dropout(dropout),
@@ -54,6 +59,11 @@ def classifier(in_features, hidden, num_classes, dropout) -> torch.nn.Sequential
         torch.nn.Dropout(dropout),
         torch.nn.Linear(hidden, num_classes),
     )
+
+
+def features_classifier(features: torch.nn.Module, head: torch.nn.Module) -> torch.nn.Sequential:
+    """``features``, flattened, then ``head``, under torchvision's names (features.*, classifier.*)."""
+    return torch.nn.Sequential(OrderedDict(features=features, flatten=torch.nn.Flatten(), classifier=head))
 
 
 def init_relu_network(model: torch.nn.Module, linear_std: float | None = 0.01) -> torch.nn.Module:

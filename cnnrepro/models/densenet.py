@@ -1,5 +1,7 @@
 """DenseNet (Huang, Liu, van der Maaten, Weinberger 2017): DenseNet-121 and d2l's small DenseNet."""
 
+from collections import OrderedDict
+
 import torch
 
 from cnnrepro.models.blocks import GlobalAvgPool, conv_bn_relu, max_pool, scaled
@@ -8,65 +10,86 @@ from cnnrepro.models.registry import register_model
 PAPER = "Huang, Liu, van der Maaten, Weinberger. Densely connected convolutional networks. CVPR 2017"
 
 
-def bn_relu_conv(cin, cout, kernel, padding=0) -> torch.nn.Sequential:
-    """The pre-activation unit of DenseNet: BatchNorm, ReLU, then the conv (no bias)."""
-    return torch.nn.Sequential(
-        torch.nn.BatchNorm2d(cin),
-        torch.nn.ReLU(inplace=True),
-        torch.nn.Conv2d(cin, cout, kernel, padding=padding, bias=False),
-    )
+class DenseLayer(torch.nn.Module):
+    """One layer of a dense block, pre-activation, named as torchvision's: norm1, relu1, conv1 (a
+    1x1 to ``bottleneck * growth`` maps), norm2, relu2, conv2 (3x3 to ``growth``); without a
+    bottleneck (d2l's DenseNet) only norm1, relu1 and a 3x3 conv1."""
+
+    def __init__(self, cin, growth, bottleneck):
+        super().__init__()
+        self.norm1 = torch.nn.BatchNorm2d(cin)
+        self.relu1 = torch.nn.ReLU(inplace=True)
+        if bottleneck:  # DenseNet-B
+            middle = bottleneck * growth
+            self.conv1 = torch.nn.Conv2d(cin, middle, 1, bias=False)
+            self.norm2 = torch.nn.BatchNorm2d(middle)
+            self.relu2 = torch.nn.ReLU(inplace=True)
+            self.conv2 = torch.nn.Conv2d(middle, growth, 3, padding=1, bias=False)
+        else:
+            self.conv1 = torch.nn.Conv2d(cin, growth, 3, padding=1, bias=False)
+        self.bottleneck = bottleneck
+
+    def forward(self, x):
+        x = self.conv1(self.relu1(self.norm1(x)))
+        return self.conv2(self.relu2(self.norm2(x))) if self.bottleneck else x
 
 
 class DenseBlock(torch.nn.Module):
-    """Each layer sees the concatenation of the block's input and every earlier layer's output."""
+    """Each layer (denselayer1, ...) sees the concatenation of the block's input and every earlier
+    layer's output."""
 
     def __init__(self, cin, layers, growth, bottleneck):
         super().__init__()
-
-        def layer(i):
-            channels = cin + i * growth
-            if bottleneck:  # DenseNet-B: 1x1 to bottleneck*growth maps, then 3x3
-                return torch.nn.Sequential(
-                    bn_relu_conv(channels, bottleneck * growth, 1),
-                    bn_relu_conv(bottleneck * growth, growth, 3, 1),
-                )
-            return bn_relu_conv(channels, growth, 3, 1)
-
-        self.layers = torch.nn.ModuleList(layer(i) for i in range(layers))
+        for i in range(layers):
+            self.add_module(f"denselayer{i + 1}", DenseLayer(cin + i * growth, growth, bottleneck))
         self.out_channels = cin + layers * growth
 
     def forward(self, x):
         features = [x]
-        for layer in self.layers:
+        for layer in self.children():
             features.append(layer(torch.cat(features, dim=1)))
         return torch.cat(features, dim=1)
 
 
 def transition(cin, cout) -> torch.nn.Sequential:
-    """BN-ReLU-1x1 conv then 2x2/2 average pooling between dense blocks."""
-    return torch.nn.Sequential(bn_relu_conv(cin, cout, 1), torch.nn.AvgPool2d(2, 2))
+    """BN-ReLU-1x1 conv then 2x2/2 average pooling between dense blocks (norm, relu, conv, pool)."""
+    return torch.nn.Sequential(
+        OrderedDict(
+            norm=torch.nn.BatchNorm2d(cin),
+            relu=torch.nn.ReLU(inplace=True),
+            conv=torch.nn.Conv2d(cin, cout, 1, bias=False),
+            pool=torch.nn.AvgPool2d(2, 2),
+        )
+    )
 
 
 def densenet(
     num_classes, in_channels, backend, width, growth, blocks, init, bottleneck
 ) -> torch.nn.Sequential:
+    """Named as torchvision's DenseNet: features (conv0 with norm0 and relu0 fused, pool0,
+    denseblock1, transition1, ..., norm5), then ReLU, global average pooling and the classifier."""
     growth, init = scaled(growth, width), scaled(init, width)
-    layers = [conv_bn_relu(in_channels, init, 7, 2, 3, backend), max_pool(3, 2, 1, backend=backend)]
-    channels = init
-    for i, count in enumerate(blocks):
-        block = DenseBlock(channels, count, growth, bottleneck)
-        layers.append(block)
-        channels = block.out_channels
-        if i != len(blocks) - 1:
-            layers.append(transition(channels, channels // 2))
-            channels //= 2
-    layers += [
-        torch.nn.BatchNorm2d(channels),
-        torch.nn.ReLU(inplace=True),
-        GlobalAvgPool(),
-        torch.nn.Linear(channels, num_classes),
+    features = [
+        ("conv0", conv_bn_relu(in_channels, init, 7, 2, 3, backend)),
+        ("pool0", max_pool(3, 2, 1, backend=backend)),
     ]
-    return torch.nn.Sequential(*layers)
+    channels = init
+    for i, count in enumerate(blocks, 1):
+        block = DenseBlock(channels, count, growth, bottleneck)
+        features.append((f"denseblock{i}", block))
+        channels = block.out_channels
+        if i != len(blocks):
+            features.append((f"transition{i}", transition(channels, channels // 2)))
+            channels //= 2
+    features.append(("norm5", torch.nn.BatchNorm2d(channels)))
+    return torch.nn.Sequential(
+        OrderedDict(
+            features=torch.nn.Sequential(OrderedDict(features)),
+            relu=torch.nn.ReLU(inplace=True),
+            avgpool=GlobalAvgPool(),
+            classifier=torch.nn.Linear(channels, num_classes),
+        )
+    )
 
 
 @register_model(

@@ -21,7 +21,8 @@ BN_EPS = 1e-3  # torchvision's BasicConv2d
 
 
 class Inception(torch.nn.Module):
-    """Four parallel branches concatenated: 1x1; 1x1 -> 3x3; 1x1 -> 5x5; 3x3/1 max-pool -> 1x1."""
+    """Four parallel branches concatenated, named as torchvision's: branch1 1x1; branch2 1x1 -> 3x3;
+    branch3 1x1 -> 5x5; branch4 3x3/1 max-pool -> 1x1."""
 
     def __init__(self, cin, c1, c3r, c3, c5r, c5, pool_proj, backend, branch5_kernel=5):
         super().__init__()
@@ -30,24 +31,33 @@ class Inception(torch.nn.Module):
             return conv_bn_relu(i, o, k, 1, k // 2, backend, eps=BN_EPS)
 
         self.branch1 = unit(cin, c1, 1)
-        self.branch3 = torch.nn.Sequential(unit(cin, c3r, 1), unit(c3r, c3, 3))
-        self.branch5 = torch.nn.Sequential(unit(cin, c5r, 1), unit(c5r, c5, branch5_kernel))
-        self.branch_pool = torch.nn.Sequential(
+        self.branch2 = torch.nn.Sequential(unit(cin, c3r, 1), unit(c3r, c3, 3))
+        self.branch3 = torch.nn.Sequential(unit(cin, c5r, 1), unit(c5r, c5, branch5_kernel))
+        self.branch4 = torch.nn.Sequential(
             max_pool(3, 1, 1, ceil_mode=True, backend=backend), unit(cin, pool_proj, 1)
         )
 
     def forward(self, x):
-        return torch.cat([self.branch1(x), self.branch3(x), self.branch5(x), self.branch_pool(x)], dim=1)
+        return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], dim=1)
+
+
+AUX_POOL = (5, 3)  # the paper's 5x5/3 average pool: 4x4 out of 4a's and 4d's 14x14 maps
 
 
 class AuxClassifier(torch.nn.Module):
-    """The auxiliary head after 4a and 4d: 5x5/3 average pool, 1x1 conv 128, FC 1024, dropout 0.7, FC."""
+    """The auxiliary head after 4a and 4d: 5x5/3 average pool, 1x1 conv 128, FC 1024, dropout 0.7, FC.
 
-    def __init__(self, cin, num_classes, width, backend):
+    ``map_size`` is the side of the maps it reads. On maps smaller than 5x5 (inputs under about
+    80 px) the pool covers the whole map. A fixed pool, unlike torchvision's adaptive one, which
+    is not the paper's at 14x14 and has no deterministic CUDA backward."""
+
+    def __init__(self, cin, num_classes, width, backend, map_size):
         super().__init__()
-        self.pool = torch.nn.AdaptiveAvgPool2d(4)  # 5x5/3 at the canonical 14x14; any size here
+        kernel, stride = min(AUX_POOL[0], map_size), AUX_POOL[1]
+        self.pool = torch.nn.AvgPool2d(kernel, stride)
         self.conv = conv_bn_relu(cin, scaled(128, width), 1, backend=backend, eps=BN_EPS)
-        self.fc1 = torch.nn.Linear(scaled(128, width) * 16, scaled(1024, width))
+        side = (map_size - kernel) // stride + 1
+        self.fc1 = torch.nn.Linear(scaled(128, width) * side * side, scaled(1024, width))
         self.dropout = torch.nn.Dropout(0.7)
         self.fc2 = torch.nn.Linear(scaled(1024, width), num_classes)
 
@@ -56,45 +66,69 @@ class AuxClassifier(torch.nn.Module):
         return self.fc2(self.dropout(torch.relu(self.fc1(x))))
 
 
+def ceil_pool_size(size: int, kernel: int, stride: int) -> int:
+    """The output side of a ceil-mode max-pool without padding."""
+    return -(-(size - kernel) // stride) + 1
+
+
+def map_size_at_4a(input_size: int) -> int:
+    """The side of the maps after the stem and stage 3 (14 at 224)."""
+    size = (input_size + 2 * 3 - 7) // 2 + 1  # conv1 7x7/2, padding 3
+    for _ in range(3):  # maxpool1, maxpool2, maxpool3: 3x3/2, ceil mode
+        size = ceil_pool_size(size, 3, 2)
+    return size
+
+
 class GoogLeNet(torch.nn.Module):
-    def __init__(self, num_classes, in_channels, backend, width, aux_logits, dropout, branch5_kernel):
+    """Named as torchvision's GoogLeNet (conv1 ... inception5b, aux1, aux2, avgpool, dropout, fc),
+    with each conv's BatchNorm and ReLU fused into one unit."""
+
+    def __init__(
+        self, num_classes, in_channels, backend, width, aux_logits, dropout, branch5_kernel, input_size
+    ):
         super().__init__()
 
         def inception(key):
             cin, *rest = (scaled(c, width) for c in INCEPTION[key])
             return Inception(cin, *rest, backend=backend, branch5_kernel=branch5_kernel)
 
+        def pool(kernel):
+            return max_pool(kernel, 2, ceil_mode=True, backend=backend)
+
         c64, c192 = scaled(64, width), scaled(192, width)
-        self.stem = torch.nn.Sequential(
-            conv_bn_relu(in_channels, c64, 7, 2, 3, backend, eps=BN_EPS),
-            max_pool(3, 2, ceil_mode=True, backend=backend),
-            conv_bn_relu(c64, c64, 1, backend=backend, eps=BN_EPS),
-            conv_bn_relu(c64, c192, 3, 1, 1, backend, eps=BN_EPS),
-            max_pool(3, 2, ceil_mode=True, backend=backend),
-        )
-        self.stage3 = torch.nn.Sequential(
-            inception("3a"), inception("3b"), max_pool(3, 2, ceil_mode=True, backend=backend)
-        )
-        self.inception4a = inception("4a")
-        self.stage4 = torch.nn.Sequential(inception("4b"), inception("4c"), inception("4d"))
-        self.stage4_end = torch.nn.Sequential(
-            inception("4e"), max_pool(2, 2, ceil_mode=True, backend=backend)
-        )
-        self.stage5 = torch.nn.Sequential(inception("5a"), inception("5b"))
-        self.head = torch.nn.Sequential(
-            GlobalAvgPool(), torch.nn.Dropout(dropout), torch.nn.Linear(scaled(1024, width), num_classes)
-        )
-        self.aux1 = AuxClassifier(scaled(512, width), num_classes, width, backend) if aux_logits else None
-        self.aux2 = AuxClassifier(scaled(528, width), num_classes, width, backend) if aux_logits else None
+        self.conv1 = conv_bn_relu(in_channels, c64, 7, 2, 3, backend, eps=BN_EPS)
+        self.maxpool1 = pool(3)
+        self.conv2 = conv_bn_relu(c64, c64, 1, backend=backend, eps=BN_EPS)
+        self.conv3 = conv_bn_relu(c64, c192, 3, 1, 1, backend, eps=BN_EPS)
+        self.maxpool2 = pool(3)
+        self.inception3a, self.inception3b = inception("3a"), inception("3b")
+        self.maxpool3 = pool(3)
+        self.inception4a, self.inception4b, self.inception4c = (inception(k) for k in ("4a", "4b", "4c"))
+        self.inception4d, self.inception4e = inception("4d"), inception("4e")
+        self.maxpool4 = pool(2)
+        self.inception5a, self.inception5b = inception("5a"), inception("5b")
+        map_size = map_size_at_4a(input_size)
+        if aux_logits:
+            self.aux1 = AuxClassifier(scaled(512, width), num_classes, width, backend, map_size)
+            self.aux2 = AuxClassifier(scaled(528, width), num_classes, width, backend, map_size)
+        else:
+            self.aux1 = self.aux2 = None
+        self.avgpool = GlobalAvgPool()
+        self.dropout = torch.nn.Dropout(dropout)
+        self.fc = torch.nn.Linear(scaled(1024, width), num_classes)
 
     def forward(self, x):
         """Logits; in training with aux_logits, (logits, aux1 logits, aux2 logits) for the trainer
         to weight the auxiliary losses by 0.3."""
-        x = self.inception4a(self.stage3(self.stem(x)))
+        x = self.maxpool1(self.conv1(x))
+        x = self.maxpool2(self.conv3(self.conv2(x)))
+        x = self.inception4a(self.maxpool3(self.inception3b(self.inception3a(x))))
         aux1 = self.aux1(x) if self.aux1 is not None and self.training else None
-        x = self.stage4(x)
+        x = self.inception4d(self.inception4c(self.inception4b(x)))
         aux2 = self.aux2(x) if self.aux2 is not None and self.training else None
-        logits = self.head(self.stage5(self.stage4_end(x)))
+        x = self.maxpool4(self.inception4e(x))
+        x = self.inception5b(self.inception5a(x))
+        logits = self.fc(self.dropout(self.avgpool(x)))
         return (logits, aux1, aux2) if aux1 is not None else logits
 
 
@@ -107,12 +141,17 @@ class GoogLeNet(torch.nn.Module):
     published_params=6_624_904,
     paper="Szegedy et al. Going deeper with convolutions. CVPR 2015",
 )
-def googlenet(num_classes, in_channels, backend, width, aux_logits=False, dropout=0.4, branch5_kernel=5):
+def googlenet(
+    num_classes, in_channels, backend, width, aux_logits=False, dropout=0.4, branch5_kernel=5, input_size=224
+):
     """GoogLeNet with the paper's Inception (3a)-(5b) table, 3x3/2 max-pools between stages and
     global average pooling, dropout 0.4. Every conv is followed by BatchNorm (eps 1e-3), as in
     torchvision's BasicConv2d (the paper predates BatchNorm). Optional auxiliary classifiers after
-    4a and 4d. branch5_kernel=3 reproduces torchvision's layout, whose "5x5" branch uses a 3x3
-    conv; its parameter count (6,624,904 without aux heads) is the published one."""
+    4a and 4d, whose 5x5/3 average pool reads 4a's map size from input_size. branch5_kernel=3
+    reproduces torchvision's layout, whose "5x5" branch uses a 3x3 conv; its parameter count
+    (6,624,904 without aux heads) is the published one."""
     if branch5_kernel not in (3, 5):
         raise ValueError(f"branch5_kernel must be 5 (the paper) or 3 (torchvision), got {branch5_kernel}")
-    return GoogLeNet(num_classes, in_channels, backend, width, aux_logits, dropout, branch5_kernel)
+    return GoogLeNet(
+        num_classes, in_channels, backend, width, aux_logits, dropout, branch5_kernel, input_size
+    )

@@ -1,6 +1,8 @@
 """ResNet (He, Zhang, Ren, Sun 2016): ImageNet ResNet-18/34, and the CIFAR 6n+2 ResNets with
 their plain twins (the degradation experiment, Figure 6)."""
 
+from collections import OrderedDict
+
 import torch
 import torch.nn.functional as F
 
@@ -11,27 +13,23 @@ PAPER = "He, Zhang, Ren, Sun. Deep residual learning for image recognition. CVPR
 
 
 class BasicBlock(torch.nn.Module):
-    """conv3x3-BN-ReLU, conv3x3-BN, plus the shortcut, then ReLU. ``shortcut`` maps the input to the
-    output's shape; None makes it a plain block (no addition at all)."""
+    """conv3x3-BN-ReLU, conv3x3-BN, plus the shortcut, then ReLU; torchvision's names (conv1 holds
+    conv1, bn1 and the ReLU fused). The shortcut is the input itself, or ``downsample(input)`` where
+    the shape changes; a plain block (``residual=False``) adds nothing at all."""
 
-    def __init__(self, cin, cout, stride, shortcut: torch.nn.Module | None, backend):
+    def __init__(self, cin, cout, stride, backend, residual: bool, downsample: torch.nn.Module | None):
         super().__init__()
         self.conv1 = conv_bn_relu(cin, cout, 3, stride, 1, backend)
-        self.conv2 = torch.nn.Sequential(
-            torch.nn.Conv2d(cout, cout, 3, 1, 1, bias=False), torch.nn.BatchNorm2d(cout)
-        )
-        self.shortcut = shortcut
+        self.conv2 = torch.nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = torch.nn.BatchNorm2d(cout)
+        self.downsample = downsample
+        self.residual = residual
 
     def forward(self, x):
-        out = self.conv2(self.conv1(x))
-        if self.shortcut is not None:
-            out = out + self.shortcut(x)
+        out = self.bn2(self.conv2(self.conv1(x)))
+        if self.residual:
+            out = out + (x if self.downsample is None else self.downsample(x))
         return torch.relu(out)
-
-
-class Identity(torch.nn.Module):
-    def forward(self, x):
-        return x
 
 
 class ZeroPadShortcut(torch.nn.Module):
@@ -46,40 +44,55 @@ class ZeroPadShortcut(torch.nn.Module):
         return F.pad(x, (0, 0, 0, 0, 0, self.extra))
 
 
-def projection(cin, cout, stride) -> torch.nn.Sequential:
-    """Option B: 1x1 conv + BatchNorm where the shape changes (torchvision's ImageNet ResNets)."""
-    return torch.nn.Sequential(torch.nn.Conv2d(cin, cout, 1, stride, bias=False), torch.nn.BatchNorm2d(cout))
+def downsample(shortcut: str, cin, cout, stride) -> torch.nn.Module | None:
+    """Where the shape changes: option B, a 1x1 conv + BatchNorm (torchvision's ImageNet ResNets),
+    or option A, zero-padding (the CIFAR ResNets). None where it does not, or for plain nets."""
+    if shortcut == "none" or (stride == 1 and cin == cout):
+        return None
+    if shortcut == "projection":
+        return torch.nn.Sequential(
+            torch.nn.Conv2d(cin, cout, 1, stride, bias=False), torch.nn.BatchNorm2d(cout)
+        )
+    return ZeroPadShortcut(stride, cout - cin)
 
 
-def stages(cin, widths, blocks_per_stage, make_shortcut, backend) -> tuple[list[torch.nn.Module], int]:
-    """Basic blocks stage by stage; every stage after the first starts with stride 2.
-    make_shortcut(cin, cout, stride) gives each block its shortcut (None: a plain block)."""
-    blocks = []
+def layers(cin, widths, blocks_per_stage, shortcut: str, backend) -> list[tuple[str, torch.nn.Module]]:
+    """("layer1", blocks), ("layer2", blocks), ...: every stage after the first starts with stride 2."""
+    stages = []
     for stage, (cout, count) in enumerate(zip(widths, blocks_per_stage, strict=True)):
+        blocks = []
         for i in range(count):
             stride = 2 if stage > 0 and i == 0 else 1
-            blocks.append(BasicBlock(cin, cout, stride, make_shortcut(cin, cout, stride), backend))
+            blocks.append(
+                BasicBlock(
+                    cin, cout, stride, backend, shortcut != "none", downsample(shortcut, cin, cout, stride)
+                )
+            )
             cin = cout
-    return blocks, cin
+        stages.append((f"layer{stage + 1}", torch.nn.Sequential(*blocks)))
+    return stages
 
 
-def projection_or_identity(cin, cout, stride):
-    return projection(cin, cout, stride) if stride != 1 or cin != cout else Identity()
+def resnet(
+    stem, in_channels, widths, blocks_per_stage, shortcut, num_classes, backend
+) -> torch.nn.Sequential:
+    """A Sequential named as torchvision's ResNet: conv1 (with bn1 and the ReLU fused), maxpool
+    (ImageNet only), layer1..., avgpool, fc; so torchvision's weights load by name."""
+    parts = [("conv1", conv_bn_relu(in_channels, widths[0], *stem, backend=backend))]
+    if stem[0] == 7:  # the ImageNet stem: 7x7/2 conv, then 3x3/2 max-pool
+        parts.append(("maxpool", max_pool(3, 2, 1, backend=backend)))
+    parts += layers(widths[0], widths, blocks_per_stage, shortcut, backend)
+    parts += [("avgpool", GlobalAvgPool()), ("fc", torch.nn.Linear(widths[-1], num_classes))]
+    return torch.nn.Sequential(OrderedDict(parts))
 
 
-def zero_pad_or_identity(cin, cout, stride):
-    return ZeroPadShortcut(stride, cout - cin) if stride != 1 or cin != cout else Identity()
-
-
-def no_shortcut(cin, cout, stride):
-    return None
+IMAGENET_STEM = (7, 2, 3)  # kernel, stride, padding
+CIFAR_STEM = (3, 1, 1)
 
 
 def imagenet_resnet(num_classes, in_channels, backend, width, blocks_per_stage) -> torch.nn.Sequential:
     widths = [scaled(c, width) for c in (64, 128, 256, 512)]
-    stem = [conv_bn_relu(in_channels, widths[0], 7, 2, 3, backend), max_pool(3, 2, 1, backend=backend)]
-    blocks, channels = stages(widths[0], widths, blocks_per_stage, projection_or_identity, backend)
-    return torch.nn.Sequential(*stem, *blocks, GlobalAvgPool(), torch.nn.Linear(channels, num_classes))
+    return resnet(IMAGENET_STEM, in_channels, widths, blocks_per_stage, "projection", num_classes, backend)
 
 
 @register_model(
@@ -118,10 +131,8 @@ def cifar_resnet(depth, residual, num_classes, in_channels, backend, width) -> t
         raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
     n = (depth - 2) // 6
     widths = [scaled(c, width) for c in (16, 32, 64)]
-    stem = conv_bn_relu(in_channels, widths[0], 3, 1, 1, backend)
-    shortcut = zero_pad_or_identity if residual else no_shortcut
-    blocks, channels = stages(widths[0], widths, (n, n, n), shortcut, backend)
-    return torch.nn.Sequential(stem, *blocks, GlobalAvgPool(), torch.nn.Linear(channels, num_classes))
+    shortcut = "zero-pad" if residual else "none"
+    return resnet(CIFAR_STEM, in_channels, widths, (n, n, n), shortcut, num_classes, backend)
 
 
 CIFAR_PUBLISHED = {20: 270_000, 32: 460_000, 44: 660_000, 56: 850_000, 110: 1_700_000}  # Table 6, rounded

@@ -5,7 +5,7 @@ import torch
 from cnnrepro.models.blocks import (
     classifier,
     conv_bn_relu,
-    conv_relu,
+    features_classifier,
     flat_features,
     init_relu_network,
     max_pool,
@@ -48,15 +48,18 @@ PUBLISHED = {"vgg11": 132_863_336, "vgg13": 133_047_848, "vgg16": 138_357_544, "
 
 
 def features(config, in_channels, width, batch_norm, backend) -> torch.nn.Sequential:
+    """The conv layers, flat as torchvision's: Conv2d, ReLU (or one ConvBNReLU2d for Conv2d,
+    BatchNorm2d, ReLU), and the max-pools."""
     layers, channels = [], in_channels
     for item in config:
         if item == "M":
             layers.append(max_pool(2, 2, backend=backend))
             continue
         out = scaled(item, width)
-        layers.append(
-            conv_bn_relu(channels, out, 3, 1, 1, backend) if batch_norm else conv_relu(channels, out, 3, 1, 1)
-        )
+        if batch_norm:  # keeps the conv's bias, as torchvision's _bn models do
+            layers.append(conv_bn_relu(channels, out, 3, 1, 1, backend, bias=True))
+        else:
+            layers += [torch.nn.Conv2d(channels, out, 3, 1, 1), torch.nn.ReLU(inplace=True)]
         channels = out
     return torch.nn.Sequential(*layers)
 
@@ -70,7 +73,7 @@ def _register(name: str, batch_norm: bool):
         head = classifier(
             flat_features(feats, in_channels, input_size), scaled(4096, width), num_classes, dropout
         )
-        return init_relu_network(torch.nn.Sequential(feats, head))
+        return init_relu_network(features_classifier(feats, head))
 
     build.__doc__ = (
         f"VGG configuration {'ABDE'[list(CONFIGS).index(name)]} ({name}): 3x3 convs with padding 1, 2x2/2 "
