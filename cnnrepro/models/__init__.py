@@ -7,6 +7,7 @@ models.load_torchvision_state_dict(models.get_model("resnet18"), torchvision_res
 """
 
 from cnnrepro.models import alexnet, densenet, googlenet, lenet, nin, resnet, vgg  # noqa: F401  (register)
+from cnnrepro.models.cuda_determinism import nondeterministic_modules, nondeterministic_ops
 from cnnrepro.models.registry import (
     ModelInfo,
     builder_accepts,
@@ -29,6 +30,8 @@ __all__ = [
     "builder_accepts",
     "ModelInfo",
     "count_parameters",
+    "nondeterministic_modules",
+    "nondeterministic_ops",
     "get_model",
     "list_models",
     "model_info",
