@@ -15,7 +15,7 @@ CUDA_CHECK_DIR ?= build/cuda-check
 PY := $(VENV)/bin/python
 SOURCES := setup.py pyproject.toml $(shell find csrc -type f 2>/dev/null)
 
-.PHONY: run report demo test bench check-cuda lint clean
+.PHONY: run report demo test bench check-cuda lint format clean
 
 # A venv with torch, the build tools (--no-build-isolation uses the venv's own), then our package.
 # $(1): venv dir, $(2): torch spec.
@@ -60,8 +60,17 @@ bench: $(VENV)/.installed
 		"import sys; sys.path.insert(0, 'benchmarks'); import harness; print(harness.machine_name())").json \
 		--benchmark-storage=$(BENCH_DIR)/history --benchmark-autosave $(BENCH_ARGS)
 
+# Style, enforced in CI: ruff for Python (lint and format), clang-format (.clang-format) for csrc/.
+CXX_SOURCES = $(shell find csrc -name '*.h' -o -name '*.cpp' -o -name '*.cu' 2>/dev/null)
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/clang-format --dry-run --Werror $(CXX_SOURCES)
+
+# Applies both formatters.
+format: $(VENV)/.installed
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/clang-format -i $(CXX_SOURCES)
 
 # Build the CUDA kernels against a CUDA build of torch (in a copy of the tree, so the CPU
 # build's in-place _C stays), check build_info() says CUDA, and run the tests with that build

@@ -107,6 +107,7 @@ def environment(args, device: str) -> dict:
         "threads": torch.get_num_threads(),
         "device": device,
         "cuda_device": torch.cuda.get_device_name() if device == "cuda" else None,
+        "code_revision": cnnrepro.code_revision(),
         "build_info": cnnrepro.build_info(),
         "numerics": numerics_settings(),
         "profile": dataclasses.asdict(PROFILES[args.profile]),

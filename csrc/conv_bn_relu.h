@@ -33,15 +33,7 @@ struct ConvParams {
 };
 
 // The convolution's output seen as [N, C, S], in the layout oneDNN/cuDNN returned it.
-struct Geometry {
-  int64_t N, C, S;
-  bool channels_last;
-};
-
-inline Geometry geometry_of(const at::Tensor& z) {
-  const auto format = kernel_memory_format(z);
-  return {z.size(0), z.size(1), z.size(2) * z.size(3), is_channels_last(format)};
-}
+inline Geometry geometry_of(const at::Tensor& z) { return geometry(z, kernel_memory_format(z)); }
 
 // A per-output-channel tensor: 1-D with one value per channel, on the input's device and dtype.
 inline void check_per_channel(const at::Tensor& t, int64_t channels, const at::Tensor& like, const char* op,

@@ -47,8 +47,8 @@ BackwardResult call_backward(const at::Tensor& grad_output, const at::Tensor& in
                                 const at::Tensor&, const at::Tensor&, const c10::optional<at::Tensor>&,
                                 const c10::optional<at::Tensor>&, at::IntArrayRef, at::IntArrayRef, at::IntArrayRef,
                                 int64_t, double, std::array<bool, 3>)>();
-  return op.call(grad_output, input, weight, conv_out, mean, var, bn_weight, bn_bias, stride, padding, dilation,
-                 groups, eps, output_mask);
+  return op.call(grad_output, input, weight, conv_out, mean, var, bn_weight, bn_bias, stride, padding, dilation, groups,
+                 eps, output_mask);
 }
 
 // An undefined optional tensor as the Function's saved variable (it saves Tensors only).
@@ -67,11 +67,12 @@ class ConvBNReLUTrain : public torch::autograd::Function<ConvBNReLUTrain> {
                                const c10::optional<at::Tensor>& bn_bias, at::IntArrayRef stride,
                                at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, double eps) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    auto [y, z, mean, var] = call_train(input, weight, bias, bn_weight, bn_bias, stride, padding, dilation, groups, eps);
+    auto [y, z, mean, var] =
+        call_train(input, weight, bias, bn_weight, bn_bias, stride, padding, dilation, groups, eps);
     ctx->mark_non_differentiable({z, mean, var});
     ctx->set_materialize_grads(false);  // the non-differentiable outputs get no zero-filled gradients
-    ctx->save_for_backward({input, weight, z, mean, var, bn_weight.value_or(at::Tensor()),
-                            bn_bias.value_or(at::Tensor())});
+    ctx->save_for_backward(
+        {input, weight, z, mean, var, bn_weight.value_or(at::Tensor()), bn_bias.value_or(at::Tensor())});
     ctx->saved_data["stride"] = stride;
     ctx->saved_data["padding"] = padding;
     ctx->saved_data["dilation"] = dilation;
@@ -113,8 +114,7 @@ TrainResult conv_bn_relu_train_autograd(const at::Tensor& input, const at::Tenso
                                         const c10::optional<at::Tensor>& bias,
                                         const c10::optional<at::Tensor>& bn_weight,
                                         const c10::optional<at::Tensor>& bn_bias, at::IntArrayRef stride,
-                                        at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
-                                        double eps) {
+                                        at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, double eps) {
   auto out = ConvBNReLUTrain::apply(input, weight, bias, bn_weight, bn_bias, stride, padding, dilation, groups, eps);
   return {out[0], out[1], out[2], out[3]};
 }

@@ -19,6 +19,11 @@
 
 namespace cnnrepro::lrn {
 
+// The channels [first, last] of a window, clipped to the C channels there are.
+struct Channels {
+  int64_t first, last;
+};
+
 struct Params {
   int64_t size;
   double alpha;
@@ -26,19 +31,16 @@ struct Params {
   double k;
   C10_HOST_DEVICE int64_t before() const { return size / 2; }       // channels of W(c) below c
   C10_HOST_DEVICE int64_t after() const { return (size - 1) / 2; }  // channels of W(c) above c
-};
+  // W(c): the channels whose squares make channel c's scale.
+  C10_HOST_DEVICE Channels window(int64_t c, int64_t C) const { return clipped(c - before(), c + after(), C); }
+  // {c' : c in W(c')}: the channels whose scales channel c is in (W mirrored), for the backward.
+  C10_HOST_DEVICE Channels mirrored_window(int64_t c, int64_t C) const { return clipped(c - after(), c + before(), C); }
 
-// The input seen as [N, C, S] (S = product of the spatial dims); channel stride S when
-// contiguous, 1 when channels-last.
-struct Geometry {
-  int64_t N, C, S;
-  bool channels_last;
+ private:
+  C10_HOST_DEVICE static Channels clipped(int64_t first, int64_t last, int64_t C) {
+    return {first < 0 ? 0 : first, last >= C ? C - 1 : last};
+  }
 };
-
-inline Geometry geometry(const at::Tensor& x, at::MemoryFormat format) {
-  const int64_t N = x.size(0), C = x.size(1);
-  return {N, C, C == 0 || N == 0 ? 0 : x.numel() / (N * C), is_channels_last(format)};
-}
 
 inline void check_args(const at::Tensor& x, const Params& p, const char* op) {
   TORCH_CHECK(x.dim() >= 3, op, ": expected input of 3 or more dims (N, C, *), got ", x.dim(), "-D input of shape ",
@@ -48,6 +50,35 @@ inline void check_args(const at::Tensor& x, const Params& p, const char* op) {
   TORCH_CHECK(std::isfinite(p.alpha) && p.alpha >= 0, op, ": alpha must be finite and >= 0, got ", p.alpha);
   TORCH_CHECK(std::isfinite(p.beta), op, ": beta must be finite, got ", p.beta);
   TORCH_CHECK(std::isfinite(p.k) && p.k >= 0, op, ": k must be finite and >= 0, got ", p.k);
+}
+
+// A call's tensors, prepared the same way for every device: arguments checked, inputs dense in
+// the kernel's layout, the output allocated in it; `g` is empty when there is nothing to compute.
+struct ForwardCall {
+  at::Tensor x, y;
+  Geometry g;
+};
+
+inline ForwardCall prepare_forward(const at::Tensor& input, const Params& p) {
+  check_args(input, p, "cnnrepro::lrn");
+  const auto format = kernel_memory_format(input);
+  const at::Tensor x = input.contiguous(format);
+  return {x, at::empty_like(x, x.options().memory_format(format)), geometry(x, format)};
+}
+
+struct BackwardCall {
+  at::Tensor dy, x, dx;
+  Geometry g;
+};
+
+inline BackwardCall prepare_backward(const at::Tensor& grad_output, const at::Tensor& input, const Params& p) {
+  const char* op = "cnnrepro::lrn_backward";
+  check_args(input, p, op);
+  check_same_device_dtype(grad_output, input, op, "grad_output", "input");
+  check_same_shape(grad_output, input, op, "grad_output", "input");
+  const auto format = kernel_memory_format(input);
+  const at::Tensor x = input.contiguous(format);
+  return {grad_output.contiguous(format), x, at::empty_like(x, x.options().memory_format(format)), geometry(x, format)};
 }
 
 // scale^beta. The common betas get exact-enough closed forms the compilers vectorize;
@@ -86,10 +117,14 @@ C10_HOST_DEVICE inline T scale_from_sum(T sum_sq, T size, T alpha, T k) {
 template <typename F>
 inline void dispatch_beta(double beta, F&& f) {
   switch (beta_kind(beta)) {
-    case BetaKind::kOne: return f(std::integral_constant<BetaKind, BetaKind::kOne>{});
-    case BetaKind::kHalf: return f(std::integral_constant<BetaKind, BetaKind::kHalf>{});
-    case BetaKind::kThreeQuarters: return f(std::integral_constant<BetaKind, BetaKind::kThreeQuarters>{});
-    default: return f(std::integral_constant<BetaKind, BetaKind::kGeneral>{});
+    case BetaKind::kOne:
+      return f(std::integral_constant<BetaKind, BetaKind::kOne>{});
+    case BetaKind::kHalf:
+      return f(std::integral_constant<BetaKind, BetaKind::kHalf>{});
+    case BetaKind::kThreeQuarters:
+      return f(std::integral_constant<BetaKind, BetaKind::kThreeQuarters>{});
+    default:
+      return f(std::integral_constant<BetaKind, BetaKind::kGeneral>{});
   }
 }
 

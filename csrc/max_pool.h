@@ -22,7 +22,7 @@ struct Window {
 };
 
 // Everything a kernel needs about one call: the sizes and the window.
-struct Geometry {
+struct PoolGeometry {
   int64_t N, C, H, W, OH, OW;
   Window win;
   bool channels_last;
@@ -31,7 +31,7 @@ struct Geometry {
 inline int64_t pooled_size(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d, bool ceil_mode) {
   const int64_t span = in + 2 * p - d * (k - 1) - 1 + (ceil_mode ? s - 1 : 0);
   int64_t out = (span >= 0 ? span / s : -((-span + s - 1) / s)) + 1;  // floor division
-  if (ceil_mode && (out - 1) * s >= in + p) --out;                      // no window may start in the padding
+  if (ceil_mode && (out - 1) * s >= in + p) --out;                    // no window may start in the padding
   return out;
 }
 
@@ -49,14 +49,14 @@ inline Window window_from(at::IntArrayRef kernel_size, at::IntArrayRef stride, a
   TORCH_CHECK(sh >= 1 && sw >= 1, op, ": stride must be >= 1, got ", stride);
   TORCH_CHECK(dh >= 1 && dw >= 1, op, ": dilation must be >= 1, got ", dilation);
   TORCH_CHECK(ph >= 0 && pw >= 0, op, ": padding must be >= 0, got ", padding);
-  TORCH_CHECK(ph <= kh / 2 && pw <= kw / 2, op, ": padding must be at most half the kernel size, got padding ",
-              padding, " for kernel_size ", kernel_size);
+  TORCH_CHECK(ph <= kh / 2 && pw <= kw / 2, op, ": padding must be at most half the kernel size, got padding ", padding,
+              " for kernel_size ", kernel_size);
   return {kh, kw, sh, sw, ph, pw, dh, dw};
 }
 
 // Checks the input and works out the output size. `x` is 4-D here (unbatched inputs are viewed as N=1).
-inline Geometry geometry(const at::Tensor& x, const Window& w, bool ceil_mode, at::MemoryFormat format,
-                         const char* op) {
+inline PoolGeometry geometry(const at::Tensor& x, const Window& w, bool ceil_mode, at::MemoryFormat format,
+                             const char* op) {
   const int64_t H = x.size(2), W = x.size(3);
   TORCH_CHECK(x.size(1) > 0 && H > 0 && W > 0, op, ": expected non-empty channel and spatial dims, got input of shape ",
               x.sizes());
@@ -69,8 +69,8 @@ inline Geometry geometry(const at::Tensor& x, const Window& w, bool ceil_mode, a
 }
 
 inline void check_input(const at::Tensor& x, const char* op) {
-  TORCH_CHECK(x.dim() == 3 || x.dim() == 4, op, ": expected a 3-D (C, H, W) or 4-D (N, C, H, W) input, got ",
-              x.dim(), "-D input of shape ", x.sizes());
+  TORCH_CHECK(x.dim() == 3 || x.dim() == 4, op, ": expected a 3-D (C, H, W) or 4-D (N, C, H, W) input, got ", x.dim(),
+              "-D input of shape ", x.sizes());
   check_floating(x, op, "input");
 }
 
@@ -84,8 +84,8 @@ inline void check_backward_args(const at::Tensor& grad_output, const at::Tensor&
   TORCH_CHECK(indices.device() == grad_output.device(), op, ": indices are on ", indices.device(),
               " but grad_output is on ", grad_output.device());
   check_same_shape(grad_output, indices, op, "grad_output", "indices");
-  TORCH_CHECK(static_cast<int64_t>(input_size.size()) == grad_output.dim(), op, ": input_size ", input_size,
-              " has ", input_size.size(), " dims but grad_output has ", grad_output.dim());
+  TORCH_CHECK(static_cast<int64_t>(input_size.size()) == grad_output.dim(), op, ": input_size ", input_size, " has ",
+              input_size.size(), " dims but grad_output has ", grad_output.dim());
   const int64_t d = grad_output.dim();
   for (int64_t i = 0; i < d - 2; ++i) {
     TORCH_CHECK(input_size[i] == grad_output.size(i), op, ": input_size ", input_size,
@@ -103,8 +103,8 @@ struct Range {
   int64_t first, last;
 };
 
-C10_HOST_DEVICE inline Range covering_outputs(int64_t in, int64_t stride, int64_t pad, int64_t kernel,
-                                              int64_t dilation, int64_t out_size) {
+C10_HOST_DEVICE inline Range covering_outputs(int64_t in, int64_t stride, int64_t pad, int64_t kernel, int64_t dilation,
+                                              int64_t out_size) {
   const int64_t reach = in + pad - (kernel - 1) * dilation;  // the lowest window start that still covers `in`
   const int64_t last = (in + pad) / stride;
   return {reach <= 0 ? 0 : (reach + stride - 1) / stride, last < out_size - 1 ? last : out_size - 1};
@@ -114,7 +114,7 @@ C10_HOST_DEVICE inline Range covering_outputs(int64_t in, int64_t stride, int64_
 // the kernel's layout, outputs allocated; `finish` gives results the caller's rank back.
 struct ForwardCall {
   at::Tensor x, values, indices;
-  Geometry g;
+  PoolGeometry g;
 };
 
 inline ForwardCall prepare_forward(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
@@ -125,7 +125,7 @@ inline ForwardCall prepare_forward(const at::Tensor& input, at::IntArrayRef kern
   const at::Tensor x4 = input.dim() == 3 ? input.unsqueeze(0) : input;
   const auto format = kernel_memory_format(x4);
   const at::Tensor x = x4.contiguous(format);
-  const Geometry g = geometry(x, win, ceil_mode, format, op);
+  const PoolGeometry g = geometry(x, win, ceil_mode, format, op);
   const auto options = x.options().memory_format(format);
   return {x, at::empty({g.N, g.C, g.OH, g.OW}, options), at::empty({g.N, g.C, g.OH, g.OW}, options.dtype(at::kLong)),
           g};
@@ -138,7 +138,7 @@ inline std::tuple<at::Tensor, at::Tensor> finish_forward(const at::Tensor& input
 
 struct BackwardCall {
   at::Tensor grad_output, indices;
-  Geometry g;
+  PoolGeometry g;
 };
 
 inline BackwardCall prepare_backward(const at::Tensor& grad_output, const at::Tensor& indices,
@@ -150,8 +150,14 @@ inline BackwardCall prepare_backward(const at::Tensor& grad_output, const at::Te
   const at::Tensor dy4 = unbatched ? grad_output.unsqueeze(0) : grad_output;
   const auto format = kernel_memory_format(dy4);
   const at::Tensor dy = dy4.contiguous(format), idx = (unbatched ? indices.unsqueeze(0) : indices).contiguous(format);
-  const Geometry g{dy.size(0), dy.size(1), input_size[input_size.size() - 2], input_size.back(), dy.size(2),
-                   dy.size(3), window_from(kernel_size, stride, padding, dilation, op), is_channels_last(format)};
+  const PoolGeometry g{dy.size(0),
+                       dy.size(1),
+                       input_size[input_size.size() - 2],
+                       input_size.back(),
+                       dy.size(2),
+                       dy.size(3),
+                       window_from(kernel_size, stride, padding, dilation, op),
+                       is_channels_last(format)};
   return {dy, idx, g};
 }
 

@@ -26,3 +26,21 @@ def test_cpu_kernels_are_built_to_run_in_parallel():
 def test_ops_are_registered_with_the_dispatcher():
     for name in ("lrn", "lrn_backward"):
         assert hasattr(torch.ops.cnnrepro, name)
+
+
+def test_code_revision_names_the_commit_or_hashes_the_files(monkeypatch, tmp_path):
+    import subprocess
+
+    from cnnrepro import revision
+
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=revision.PACKAGE)
+    if head.returncode == 0:
+        assert cnnrepro.code_revision().removesuffix("+dirty") == f"git:{head.stdout.strip()[:12]}"
+    package = tmp_path / "cnnrepro"  # a copy outside any checkout: version + a hash of its files
+    package.mkdir()
+    (package / "a.py").write_text("x = 1\n")
+    monkeypatch.setattr(revision, "PACKAGE", package)
+    first = revision.code_revision()
+    assert first.startswith(f"{cnnrepro.__version__}+")
+    (package / "a.py").write_text("x = 2\n")
+    assert revision.code_revision() != first, "another file, another revision"

@@ -139,6 +139,8 @@ class GoogLeNet(torch.nn.Module):
     input_size=224,
     min_input_size=15,
     published_params=6_624_904,
+    published_config=(("branch5_kernel", 3),),
+    published_note="torchvision's 3x3 in the '5x5' branch",
     paper="Szegedy et al. Going deeper with convolutions. CVPR 2015",
 )
 def googlenet(

@@ -25,8 +25,11 @@ class ModelInfo:
     min_input_size: int  # the smallest resolution the layer sequence accepts
     num_classes: int  # the canonical number of classes
     in_channels: int
-    published_params: int | None  # at the canonical config, where a count was published
+    published_params: int | None  # where a count was published: at published_config
     builder: Callable[..., torch.nn.Module]
+    published_config: tuple[tuple[str, object], ...] = ()  # builder arguments the count is for
+    published_digits: int | None = None  # significant digits the source gives; None: exact
+    published_note: str = ""  # what the reader should know about the published config
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
@@ -43,6 +46,9 @@ def register_model(
     num_classes: int = 1000,
     in_channels: int = 3,
     published_params: int | None = None,
+    published_config: tuple[tuple[str, object], ...] = (),
+    published_digits: int | None = None,
+    published_note: str = "",
 ):
     """Registers the decorated builder under ``name``; a name can be registered once."""
 
@@ -64,6 +70,9 @@ def register_model(
             in_channels,
             published_params,
             builder,
+            published_config,
+            published_digits,
+            published_note,
         )
         return builder
 

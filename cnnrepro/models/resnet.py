@@ -162,6 +162,7 @@ def _register_cifar(depth: int, residual: bool):
         min_input_size=1,
         num_classes=10,
         published_params=CIFAR_PUBLISHED[depth],
+        published_digits=2,
     )(build)
 
 

@@ -10,6 +10,7 @@ from cnnrepro.files import write_atomic
 from cnnrepro.report import figures, html, tables
 from cnnrepro.report.claims import check_claims
 from cnnrepro.report.results import Results, load_results
+from cnnrepro.revision import code_revision
 
 SUMMARY_FORMATS = {
     "train acc": "{:.3f}",
@@ -62,7 +63,7 @@ def write_report(directory: Path, bench_dir: Path | None = None) -> Path:
         ("degradation", "Depth: plain vs residual", degradation_section(pngs, degradation)),
         ("kernels", "Kernels and whole-model speed", kernels_section(results, pngs)),
         ("reproducibility", "Reproducibility", reproducibility_section(results.runs)),
-        ("claims", "Claims checked", claims_section(claims)),
+        ("claims", "Claims checked", claims_section(claims, results.env)),
         ("environment", "Environment, build and settings", environment_section(results)),
     ]
     title = f"cnnrepro report: {_describe_runs(results.runs)}"
@@ -215,14 +216,16 @@ def reproducibility_section(runs: pd.DataFrame) -> str:
     )
 
 
-def claims_section(claims: pd.DataFrame) -> str:
+def claims_section(claims: pd.DataFrame, env: dict) -> str:
     counts = claims["verdict"].value_counts()
     tally = ", ".join(f"{counts[v]} {v}" for v in ("holds", "does not hold", "not measured") if v in counts)
+    trained_by = env.get("code_revision", "an older cnnrepro that did not record it")
     return "\n".join(
         [
             html.paragraph(
                 f"Every claim of the references, measured from our own models and runs ({tally}). "
-                "Parameter and multiply-accumulate figures are counted on the built layers."
+                "Parameter and multiply-accumulate figures are counted on the built layers of the code "
+                f"that wrote this report ({code_revision()}); the runs were trained by {trained_by}."
             ),
             html.table(claims, "claims-table"),
         ]

@@ -25,7 +25,7 @@
 #include <vector>
 
 #include "../conv_bn_relu.h"
-#include "blocks.h"
+#include "loops.h"
 #include "vec8.h"
 
 namespace cnnrepro::conv_bn_relu {
@@ -153,7 +153,8 @@ void channel_sums(const Geometry& g, acc_type<scalar_t>* out, F&& f) {
         for (; c + kWidth <= g.C; c += kWidth) {  // the lanes are channels c..c+7
           LaneSums lanes;
           for (int64_t p = first; p < last; ++p) lanes.add(step(Lanes<true>{p * g.C + c, c}));
-          for (int lane = 0; lane < kWidth; ++lane) x[c + lane] = lanes.x_lane(lane), xy[c + lane] = lanes.xy_lane(lane);
+          for (int lane = 0; lane < kWidth; ++lane)
+            x[c + lane] = lanes.x_lane(lane), xy[c + lane] = lanes.xy_lane(lane);
         }
       }
       for (; c < g.C; ++c) {
@@ -323,7 +324,8 @@ at::Tensor conv_bn_relu_eval_cpu(const at::Tensor& input, const at::Tensor& weig
                               {stride, padding, dilation, groups}, eps);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, z.scalar_type(), "cnnrepro::conv_bn_relu_eval", [&] {
     scalar_t* zp = z.mutable_data_ptr<scalar_t>();
-    normalize_relu(geometry_of(z), zp, zp, channel_affine<scalar_t>(running_mean, running_var, bn_weight, bn_bias, eps));
+    normalize_relu(geometry_of(z), zp, zp,
+                   channel_affine<scalar_t>(running_mean, running_var, bn_weight, bn_bias, eps));
   });
   return z;
 }
@@ -331,47 +333,50 @@ at::Tensor conv_bn_relu_eval_cpu(const at::Tensor& input, const at::Tensor& weig
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv_bn_relu_train_backward_cpu(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight, const at::Tensor& conv_out,
     const at::Tensor& mean, const at::Tensor& var, const c10::optional<at::Tensor>& bn_weight,
-    const c10::optional<at::Tensor>& bn_bias, at::IntArrayRef stride, at::IntArrayRef padding,
-    at::IntArrayRef dilation, int64_t groups, double eps, std::array<bool, 3> output_mask) {
+    const c10::optional<at::Tensor>& bn_bias, at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+    int64_t groups, double eps, std::array<bool, 3> output_mask) {
   const ConvParams conv{stride, padding, dilation, groups};
   BackwardCall call = prepare_backward(grad_output, input, weight, conv_out, mean, var, bn_weight, bn_bias, conv, eps);
   at::Tensor &z = call.z, &dy = call.dy, &dz = call.dz, &grad_gamma = call.grad_gamma, &grad_beta = call.grad_beta;
   const Geometry& g = call.g;
 
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, z.scalar_type(), "cnnrepro::conv_bn_relu_train_backward", [&] {
-    using acc_t = acc_type<scalar_t>;
-    using opmath_t = at::opmath_type<scalar_t>;
-    const auto affine = channel_affine<scalar_t>(mean, var, bn_weight, bn_bias, eps);
-    const opmath_t *scale = affine.scale.data(), *beta = affine.beta.data(), *mu = affine.mean.data();
-    const scalar_t *zp = z.const_data_ptr<scalar_t>(), *dyp = dy.const_data_ptr<scalar_t>();
-    // dv: the gradient past the ReLU, whose mask is recomputed from z exactly as the forward computed y.
-    auto grad_past_relu = [=](const auto& at) {
-      return keep_if(relu_passes((at.load(zp) - at.channel(mu)) * at.channel(scale) + at.channel(beta)), at.load(dyp));
-    };
-    std::vector<acc_t> sums(2 * g.C);
-    channel_sums<scalar_t>(g, sums.data(), [=](const auto& at) {
-      return std::pair{grad_past_relu(at), at.load(zp) - at.channel(mu)};  // sums of dv and dv * (z - mean)
-    });
-    // dz = a * dv + b * (z - mean) + c, per channel, from dbeta = sum(dv) and dgamma = invstd * sum(dv * (z - mean)).
-    const double count = static_cast<double>(g.N * g.S);
-    std::vector<opmath_t> a_table(g.C), b_table(g.C), c_table(g.C);
-    scalar_t *dgp = grad_gamma.mutable_data_ptr<scalar_t>(), *dbp = grad_beta.mutable_data_ptr<scalar_t>();
-    for (int64_t ch = 0; ch < g.C; ++ch) {
-      const double invstd = affine.invstd[ch], dbeta = sums[ch], dgamma = invstd * sums[g.C + ch];
-      const double k = static_cast<double>(affine.gamma[ch]) * invstd;
-      dbp[ch] = static_cast<scalar_t>(dbeta);
-      dgp[ch] = static_cast<scalar_t>(dgamma);
-      a_table[ch] = static_cast<opmath_t>(k);
-      b_table[ch] = static_cast<opmath_t>(-k * invstd * dgamma / count);
-      c_table[ch] = static_cast<opmath_t>(-k * dbeta / count);
-    }
-    scalar_t* dzp = dz.mutable_data_ptr<scalar_t>();
-    const opmath_t *a = a_table.data(), *b = b_table.data(), *c = c_table.data();
-    for_each_element<scalar_t>(g, [=](const auto& at) {
-      const auto dv = grad_past_relu(at), centered = at.load(zp) - at.channel(mu);
-      at.store(dzp, at.channel(a) * dv + (at.channel(b) * centered + at.channel(c)));
-    });
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, z.scalar_type(), "cnnrepro::conv_bn_relu_train_backward", [&] {
+        using acc_t = acc_type<scalar_t>;
+        using opmath_t = at::opmath_type<scalar_t>;
+        const auto affine = channel_affine<scalar_t>(mean, var, bn_weight, bn_bias, eps);
+        const opmath_t *scale = affine.scale.data(), *beta = affine.beta.data(), *mu = affine.mean.data();
+        const scalar_t *zp = z.const_data_ptr<scalar_t>(), *dyp = dy.const_data_ptr<scalar_t>();
+        // dv: the gradient past the ReLU, whose mask is recomputed from z exactly as the forward computed y.
+        auto grad_past_relu = [=](const auto& at) {
+          return keep_if(relu_passes((at.load(zp) - at.channel(mu)) * at.channel(scale) + at.channel(beta)),
+                         at.load(dyp));
+        };
+        std::vector<acc_t> sums(2 * g.C);
+        channel_sums<scalar_t>(g, sums.data(), [=](const auto& at) {
+          return std::pair{grad_past_relu(at), at.load(zp) - at.channel(mu)};  // sums of dv and dv * (z - mean)
+        });
+        // dz = a * dv + b * (z - mean) + c, per channel, from dbeta = sum(dv) and dgamma = invstd * sum(dv * (z -
+        // mean)).
+        const double count = static_cast<double>(g.N * g.S);
+        std::vector<opmath_t> a_table(g.C), b_table(g.C), c_table(g.C);
+        scalar_t *dgp = grad_gamma.mutable_data_ptr<scalar_t>(), *dbp = grad_beta.mutable_data_ptr<scalar_t>();
+        for (int64_t ch = 0; ch < g.C; ++ch) {
+          const double invstd = affine.invstd[ch], dbeta = sums[ch], dgamma = invstd * sums[g.C + ch];
+          const double k = static_cast<double>(affine.gamma[ch]) * invstd;
+          dbp[ch] = static_cast<scalar_t>(dbeta);
+          dgp[ch] = static_cast<scalar_t>(dgamma);
+          a_table[ch] = static_cast<opmath_t>(k);
+          b_table[ch] = static_cast<opmath_t>(-k * invstd * dgamma / count);
+          c_table[ch] = static_cast<opmath_t>(-k * dbeta / count);
+        }
+        scalar_t* dzp = dz.mutable_data_ptr<scalar_t>();
+        const opmath_t *a = a_table.data(), *b = b_table.data(), *c = c_table.data();
+        for_each_element<scalar_t>(g, [=](const auto& at) {
+          const auto dv = grad_past_relu(at), centered = at.load(zp) - at.channel(mu);
+          at.store(dzp, at.channel(a) * dv + (at.channel(b) * centered + at.channel(c)));
+        });
+      });
 
   return conv_backward(dz, input, weight, conv, output_mask, output_mask[2] ? sum_per_channel(dz) : at::Tensor(),
                        grad_gamma, grad_beta);

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "../lrn.h"
-#include "blocks.h"
+#include "loops.h"
 
 namespace cnnrepro::lrn {
 namespace {
@@ -32,10 +32,9 @@ struct Block {
 
 // sum[u] = sum over the channels [first, last] of rows[j][t0 + u]^2, in order of j.
 template <typename scalar_t, typename acc_t, typename Width>
-inline void window_sum_squares(Block<const scalar_t> x, int64_t first, int64_t last, int64_t t0, Width width,
-                               acc_t* sum) {
+inline void window_sum_squares(Block<const scalar_t> x, Channels window, int64_t t0, Width width, acc_t* sum) {
   for (int u = 0; u < width; ++u) sum[u] = 0;
-  for (int64_t j = first; j <= last; ++j) {
+  for (int64_t j = window.first; j <= window.last; ++j) {
     const scalar_t* xj = x.row(j) + t0;
     for (int u = 0; u < width; ++u) {
       const acc_t v = static_cast<acc_t>(xj[u]);
@@ -49,12 +48,12 @@ void forward_tile(Block<const scalar_t> x, Block<scalar_t> y, int64_t C, int64_t
   using acc_t = at::opmath_type<scalar_t>;
   const acc_t size = p.size, alpha = p.alpha, beta = p.beta, k = p.k;
   for (int64_t c = 0; c < C; ++c) {
-    const int64_t first = std::max<int64_t>(0, c - p.before()), last = std::min<int64_t>(C - 1, c + p.after());
+    const Channels window = p.window(c, C);
     const scalar_t* xc = x.row(c);
     scalar_t* yc = y.row(c);
     for_each_block(T, [&](int64_t t0, auto width) {
       acc_t sum[kLanes];
-      window_sum_squares(x, first, last, t0, width, sum);
+      window_sum_squares(x, window, t0, width, sum);
       for (int u = 0; u < width; ++u) {
         const acc_t scale = scale_from_sum(sum[u], size, alpha, k);
         yc[t0 + u] = static_cast<scalar_t>(static_cast<acc_t>(xc[t0 + u]) / pow_beta<kind>(scale, beta));
@@ -85,12 +84,12 @@ void backward_tile(Block<const scalar_t> dy, Block<const scalar_t> x, Block<scal
   const acc_t size = p.size, alpha = p.alpha, beta = p.beta, k = p.k;
   const acc_t coef = acc_t(2) * alpha * beta / size;
   for (int64_t c = 0; c < C; ++c) {
-    const int64_t first = std::max<int64_t>(0, c - p.before()), last = std::min<int64_t>(C - 1, c + p.after());
+    const Channels window = p.window(c, C);
     const scalar_t *xc = x.row(c), *dyc = dy.row(c);
     acc_t *inv_pow = s.inv_pow.data() + c * T, *ratio = s.ratio.data() + c * T;
     for_each_block(T, [&](int64_t t0, auto width) {
       acc_t sum[kLanes];
-      window_sum_squares(x, first, last, t0, width, sum);
+      window_sum_squares(x, window, t0, width, sum);
       for (int u = 0; u < width; ++u) {
         const int64_t t = t0 + u;
         const acc_t scale = scale_from_sum(sum[u], size, alpha, k);
@@ -102,14 +101,14 @@ void backward_tile(Block<const scalar_t> dy, Block<const scalar_t> x, Block<scal
   // The mirrored window: channel c collects the ratios of every c' whose window holds c.
   const Block<const acc_t> ratios{s.ratio.data(), T};
   for (int64_t c = 0; c < C; ++c) {
-    const int64_t first = std::max<int64_t>(0, c - p.after()), last = std::min<int64_t>(C - 1, c + p.before());
+    const Channels mirrored = p.mirrored_window(c, C);
     const scalar_t *xc = x.row(c), *dyc = dy.row(c);
     const acc_t* inv_pow = s.inv_pow.data() + c * T;
     scalar_t* dxc = dx.row(c);
     for_each_block(T, [&](int64_t t0, auto width) {
       acc_t collected[kLanes];
       for (int u = 0; u < width; ++u) collected[u] = 0;
-      for (int64_t j = first; j <= last; ++j) {
+      for (int64_t j = mirrored.first; j <= mirrored.last; ++j) {
         const acc_t* rj = ratios.row(j) + t0;
         for (int u = 0; u < width; ++u) collected[u] += rj[u];
       }
@@ -169,16 +168,12 @@ void for_each_tile(const Geometry& g, bool backward, TileFn&& tile_fn) {
 
 at::Tensor lrn_forward_cpu(const at::Tensor& input, int64_t size, double alpha, double beta, double k) {
   const Params p{size, alpha, beta, k};
-  check_args(input, p, "cnnrepro::lrn");
-  const auto format = kernel_memory_format(input);
-  const at::Tensor x = input.contiguous(format);
-  at::Tensor y = at::empty_like(x, x.options().memory_format(format));
-  const Geometry g = geometry(x, format);
-  if (x.numel() == 0) return y;
-
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "cnnrepro::lrn", [&] {
-    const scalar_t* xp = x.const_data_ptr<scalar_t>();
-    scalar_t* yp = y.mutable_data_ptr<scalar_t>();
+  const ForwardCall call = prepare_forward(input, p);
+  const Geometry& g = call.g;
+  if (call.x.numel() == 0) return call.y;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, call.x.scalar_type(), "cnnrepro::lrn", [&] {
+    const scalar_t* xp = call.x.const_data_ptr<scalar_t>();
+    scalar_t* yp = call.y.mutable_data_ptr<scalar_t>();
     dispatch_beta(beta, [&](auto kind) {
       for_each_tile<scalar_t>(g, /*backward=*/false, [&](const TileIO& io, Workspace<scalar_t>& ws) {
         forward_tile<kind.value>(io.load(xp, ws.in0), io.target(yp, ws.out), g.C, io.T, p);
@@ -186,33 +181,26 @@ at::Tensor lrn_forward_cpu(const at::Tensor& input, int64_t size, double alpha, 
       });
     });
   });
-  return y;
+  return call.y;
 }
 
 at::Tensor lrn_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input, int64_t size, double alpha,
                             double beta, double k) {
   const Params p{size, alpha, beta, k};
-  check_args(input, p, "cnnrepro::lrn_backward");
-  check_same_device_dtype(grad_output, input, "cnnrepro::lrn_backward", "grad_output", "input");
-  check_same_shape(grad_output, input, "cnnrepro::lrn_backward", "grad_output", "input");
-  const auto format = kernel_memory_format(input);
-  const at::Tensor x = input.contiguous(format), dy = grad_output.contiguous(format);
-  at::Tensor dx = at::empty_like(x, x.options().memory_format(format));
-  const Geometry g = geometry(x, format);
-  if (x.numel() == 0) return dx;
-
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "cnnrepro::lrn_backward", [&] {
-    const scalar_t *xp = x.const_data_ptr<scalar_t>(), *dyp = dy.const_data_ptr<scalar_t>();
-    scalar_t* dxp = dx.mutable_data_ptr<scalar_t>();
+  const BackwardCall call = prepare_backward(grad_output, input, p);
+  const Geometry& g = call.g;
+  if (call.x.numel() == 0) return call.dx;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, call.x.scalar_type(), "cnnrepro::lrn_backward", [&] {
+    const scalar_t *xp = call.x.const_data_ptr<scalar_t>(), *dyp = call.dy.const_data_ptr<scalar_t>();
+    scalar_t* dxp = call.dx.mutable_data_ptr<scalar_t>();
     dispatch_beta(beta, [&](auto kind) {
       for_each_tile<scalar_t>(g, /*backward=*/true, [&](const TileIO& io, Workspace<scalar_t>& ws) {
-        backward_tile<kind.value>(io.load(dyp, ws.in1), io.load(xp, ws.in0), io.target(dxp, ws.out), g.C, io.T, p,
-                                  ws);
+        backward_tile<kind.value>(io.load(dyp, ws.in1), io.load(xp, ws.in0), io.target(dxp, ws.out), g.C, io.T, p, ws);
         io.store(dxp, ws.out);
       });
     });
   });
-  return dx;
+  return call.dx;
 }
 
 }  // namespace

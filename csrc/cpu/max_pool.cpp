@@ -43,7 +43,7 @@ inline void dispatch_stride(int64_t stride, F&& f) {
 }
 
 // The output columns whose whole window lies inside the row: [lo, hi).
-inline std::pair<int64_t, int64_t> interior_columns(const Geometry& g) {
+inline std::pair<int64_t, int64_t> interior_columns(const PoolGeometry& g) {
   const Window& w = g.win;
   const int64_t lo = std::min(g.OW, (w.pw + w.sw - 1) / w.sw);
   const int64_t last_start = g.W - 1 - (w.kw - 1) * w.dw + w.pw;  // the last window start that fits, + pad
@@ -53,7 +53,7 @@ inline std::pair<int64_t, int64_t> interior_columns(const Geometry& g) {
 
 // One output by scanning its window in row-major order (used at the left and right edges).
 template <typename scalar_t>
-void forward_one(const scalar_t* x, scalar_t* y, int64_t* idx, const Geometry& g, const Taps& rows, int64_t ow) {
+void forward_one(const scalar_t* x, scalar_t* y, int64_t* idx, const PoolGeometry& g, const Taps& rows, int64_t ow) {
   using acc_t = at::opmath_type<scalar_t>;
   const Window& w = g.win;
   const Taps cols = taps(ow, w.sw, w.pw, w.kw, w.dw, g.W);
@@ -83,7 +83,7 @@ struct RowScratch {
 // window's row-major tap order (so ties resolve as in the scalar scan), with compare-and-select
 // that vectorizes; the edge columns, whose windows hang into the padding, are scanned one by one.
 template <typename scalar_t, typename Stride>
-void forward_plane(const scalar_t* x, scalar_t* y, int64_t* idx, const Geometry& g, Stride sw,
+void forward_plane(const scalar_t* x, scalar_t* y, int64_t* idx, const PoolGeometry& g, Stride sw,
                    RowScratch<at::opmath_type<scalar_t>>& s) {
   using acc_t = at::opmath_type<scalar_t>;
   const Window& w = g.win;
@@ -124,7 +124,7 @@ void forward_plane(const scalar_t* x, scalar_t* y, int64_t* idx, const Geometry&
 // Channels-last float32 goes in explicit vectors of eight channels: the running maxima and their
 // positions (int32, so the plane must fit) stay in registers while the window is scanned. Other
 // dtypes, and the channels after the last group of eight, take the scalar scan.
-inline bool positions_fit_int32(const Geometry& g) { return g.H * g.W <= std::numeric_limits<int32_t>::max(); }
+inline bool positions_fit_int32(const PoolGeometry& g) { return g.H * g.W <= std::numeric_limits<int32_t>::max(); }
 
 // The window of one output position: its in-bounds taps along each axis, and the first tap's
 // position (also native's index for a window wholly in the padding, which has no tap and gives -inf).
@@ -133,7 +133,7 @@ struct PositionWindow {
   int64_t first;
 };
 
-inline PositionWindow position_window(int64_t oh, int64_t ow, const Geometry& g) {
+inline PositionWindow position_window(int64_t oh, int64_t ow, const PoolGeometry& g) {
   const Window& w = g.win;
   const Taps rows = taps(oh, w.sh, w.ph, w.kh, w.dh, g.H), cols = taps(ow, w.sw, w.pw, w.kw, w.dw, g.W);
   return {rows, cols, rows.first * g.W + cols.first};
@@ -143,7 +143,7 @@ inline PositionWindow position_window(int64_t oh, int64_t ow, const Geometry& g)
 // sample, y and idx at the position's channels.
 template <typename scalar_t>
 void forward_channel_channels_last(const scalar_t* x, scalar_t* y, int64_t* idx, const PositionWindow& pw,
-                                   const Geometry& g, int64_t c) {
+                                   const PoolGeometry& g, int64_t c) {
   using acc_t = at::opmath_type<scalar_t>;
   acc_t best = -std::numeric_limits<acc_t>::infinity();
   int64_t where = pw.first;
@@ -162,7 +162,7 @@ void forward_channel_channels_last(const scalar_t* x, scalar_t* y, int64_t* idx,
 // side by side (one group alone waits on its own chain's latency at every tap).
 template <int kGroups>
 inline void forward_groups_channels_last(const float* x, float* y, int64_t* idx, const PositionWindow& pw,
-                                         const Geometry& g, int64_t c0) {
+                                         const PoolGeometry& g, int64_t c0) {
   using namespace cpu::vec8;
   Floats best[kGroups];
   Ints where[kGroups];
@@ -191,7 +191,7 @@ inline void forward_groups_channels_last(const float* x, float* y, int64_t* idx,
 // All channels of output position (oh, ow).
 template <typename scalar_t>
 void forward_position_channels_last(const scalar_t* x, scalar_t* y, int64_t* idx, int64_t oh, int64_t ow,
-                                    const Geometry& g) {
+                                    const PoolGeometry& g) {
   const PositionWindow pw = position_window(oh, ow, g);
   int64_t c = 0;
   if constexpr (std::is_same_v<scalar_t, float>) {
@@ -232,7 +232,7 @@ void scatter_slice(const scalar_t* dy, const int64_t* idx, scalar_t* dx, int64_t
 // sequential streams; tasks of 16-channel blocks read them at a stride of C and were 3x slower
 // (memory-latency bound), so a sample is split only when there are too few samples to give every
 // thread two tasks. Each element's sum is in output order whatever the split: same bits.
-int64_t channels_per_task(const Geometry& g) {
+int64_t channels_per_task(const PoolGeometry& g) {
   constexpr int64_t kBlock = 16;  // 64 bytes of float32: tasks seldom share a cache line of dx
   const int64_t blocks = (g.C + kBlock - 1) / kBlock;
   const int64_t splits = std::min(blocks, (2 * at::get_num_threads() + g.N - 1) / g.N);
@@ -244,7 +244,7 @@ int64_t channels_per_task(const Geometry& g) {
 // for a handful of outputs. Such a sample is transposed to channels-last in scratch, pooled by the
 // channels-last vector scan (same tap order: same values and indices), and transposed back.
 template <typename scalar_t>
-bool narrow_float_planes(const Geometry& g) {
+bool narrow_float_planes(const PoolGeometry& g) {
   return std::is_same_v<scalar_t, float> && g.OW < cpu::vec8::kWidth && g.C >= cpu::vec8::kWidth &&
          positions_fit_int32(g);
 }
@@ -252,11 +252,11 @@ bool narrow_float_planes(const Geometry& g) {
 struct TransposedSample {
   std::vector<float> x, y;
   std::vector<int64_t> idx;
-  explicit TransposedSample(const Geometry& g) : x(g.H * g.W * g.C), y(g.OH * g.OW * g.C), idx(g.OH * g.OW * g.C) {}
+  explicit TransposedSample(const PoolGeometry& g) : x(g.H * g.W * g.C), y(g.OH * g.OW * g.C), idx(g.OH * g.OW * g.C) {}
 };
 
 template <typename scalar_t>
-void forward_sample_through_channels_last(const scalar_t* x, scalar_t* y, int64_t* idx, const Geometry& g,
+void forward_sample_through_channels_last(const scalar_t* x, scalar_t* y, int64_t* idx, const PoolGeometry& g,
                                           TransposedSample& t) {
   if constexpr (std::is_same_v<scalar_t, float>) {
     const int64_t in_plane = g.H * g.W, out_plane = g.OH * g.OW;
@@ -274,41 +274,43 @@ void forward_sample_through_channels_last(const scalar_t* x, scalar_t* y, int64_
 }
 
 std::tuple<at::Tensor, at::Tensor> max_pool2d_with_argmax_cpu(const at::Tensor& input, at::IntArrayRef kernel_size,
-                                                               at::IntArrayRef stride, at::IntArrayRef padding,
-                                                               at::IntArrayRef dilation, bool ceil_mode) {
+                                                              at::IntArrayRef stride, at::IntArrayRef padding,
+                                                              at::IntArrayRef dilation, bool ceil_mode) {
   const ForwardCall call = prepare_forward(input, kernel_size, stride, padding, dilation, ceil_mode);
-  const Geometry& g = call.g;
+  const PoolGeometry& g = call.g;
   if (g.N == 0) return finish_forward(input, call);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, call.x.scalar_type(), "cnnrepro::max_pool2d_with_argmax", [&] {
-    const scalar_t* xp = call.x.const_data_ptr<scalar_t>();
-    scalar_t* yp = call.values.mutable_data_ptr<scalar_t>();
-    int64_t* ip = call.indices.mutable_data_ptr<int64_t>();
-    const int64_t in_plane = g.H * g.W, out_plane = g.OH * g.OW;
-    using Scratch = RowScratch<at::opmath_type<scalar_t>>;
-    if (!g.channels_last && narrow_float_planes<scalar_t>(g)) {
-      at::parallel_for(0, g.N, 1, [&](int64_t begin, int64_t end) {
-        TransposedSample scratch(g);
-        for (int64_t n = begin; n < end; ++n)
-          forward_sample_through_channels_last(xp + n * g.C * in_plane, yp + n * g.C * out_plane,
-                                               ip + n * g.C * out_plane, g, scratch);
-      });
-    } else if (!g.channels_last) {
-      dispatch_stride(g.win.sw, [&](auto sw) {
-        at::parallel_for(0, g.N * g.C, 1, [&](int64_t begin, int64_t end) {
-          Scratch scratch(g.OW);
-          for (int64_t p = begin; p < end; ++p)
-            forward_plane(xp + p * in_plane, yp + p * out_plane, ip + p * out_plane, g, sw, scratch);
-        });
-      });
-    } else {
-      at::parallel_for(0, g.N * out_plane, 1, [&](int64_t begin, int64_t end) {
-        for (int64_t i = begin; i < end; ++i) {
-          const int64_t n = i / out_plane, o = i % out_plane;
-          forward_position_channels_last(xp + n * in_plane * g.C, yp + i * g.C, ip + i * g.C, o / g.OW, o % g.OW, g);
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, call.x.scalar_type(), "cnnrepro::max_pool2d_with_argmax", [&] {
+        const scalar_t* xp = call.x.const_data_ptr<scalar_t>();
+        scalar_t* yp = call.values.mutable_data_ptr<scalar_t>();
+        int64_t* ip = call.indices.mutable_data_ptr<int64_t>();
+        const int64_t in_plane = g.H * g.W, out_plane = g.OH * g.OW;
+        using Scratch = RowScratch<at::opmath_type<scalar_t>>;
+        if (!g.channels_last && narrow_float_planes<scalar_t>(g)) {
+          at::parallel_for(0, g.N, 1, [&](int64_t begin, int64_t end) {
+            TransposedSample scratch(g);
+            for (int64_t n = begin; n < end; ++n)
+              forward_sample_through_channels_last(xp + n * g.C * in_plane, yp + n * g.C * out_plane,
+                                                   ip + n * g.C * out_plane, g, scratch);
+          });
+        } else if (!g.channels_last) {
+          dispatch_stride(g.win.sw, [&](auto sw) {
+            at::parallel_for(0, g.N * g.C, 1, [&](int64_t begin, int64_t end) {
+              Scratch scratch(g.OW);
+              for (int64_t p = begin; p < end; ++p)
+                forward_plane(xp + p * in_plane, yp + p * out_plane, ip + p * out_plane, g, sw, scratch);
+            });
+          });
+        } else {
+          at::parallel_for(0, g.N * out_plane, 1, [&](int64_t begin, int64_t end) {
+            for (int64_t i = begin; i < end; ++i) {
+              const int64_t n = i / out_plane, o = i % out_plane;
+              forward_position_channels_last(xp + n * in_plane * g.C, yp + i * g.C, ip + i * g.C, o / g.OW, o % g.OW,
+                                             g);
+            }
+          });
         }
       });
-    }
-  });
   return finish_forward(input, call);
 }
 
@@ -318,33 +320,34 @@ at::Tensor max_pool2d_with_argmax_backward_cpu(const at::Tensor& grad_output, co
                                                at::IntArrayRef dilation, bool ceil_mode) {
   const BackwardCall call =
       prepare_backward(grad_output, indices, input_size, kernel_size, stride, padding, dilation, ceil_mode);
-  const Geometry& g = call.g;
+  const PoolGeometry& g = call.g;
   const auto format = g.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   at::Tensor dx = at::empty({g.N, g.C, g.H, g.W}, call.grad_output.options().memory_format(format));
   if (dx.numel() == 0) return finish_backward(grad_output, dx);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dx.scalar_type(), "cnnrepro::max_pool2d_with_argmax_backward", [&] {
-    const scalar_t* dyp = call.grad_output.const_data_ptr<scalar_t>();
-    const int64_t* ip = call.indices.const_data_ptr<int64_t>();
-    scalar_t* dxp = dx.mutable_data_ptr<scalar_t>();
-    const int64_t in_plane = g.H * g.W, out_plane = g.OH * g.OW;
-    if (!g.channels_last) {
-      constexpr auto one = std::integral_constant<int64_t, 1>{};
-      at::parallel_for(0, g.N * g.C, 1, [&](int64_t begin, int64_t end) {
-        for (int64_t p = begin; p < end; ++p)
-          scatter_slice(dyp + p * out_plane, ip + p * out_plane, dxp + p * in_plane, in_plane, out_plane, one, one);
-      });
-    } else {
-      const int64_t width = channels_per_task(g), blocks = (g.C + width - 1) / width;
-      at::parallel_for(0, g.N * blocks, 1, [&](int64_t begin, int64_t end) {
-        for (int64_t task = begin; task < end; ++task) {
-          const int64_t n = task / blocks, c0 = (task % blocks) * width;
-          const int64_t out_offset = n * out_plane * g.C + c0;
-          scatter_slice(dyp + out_offset, ip + out_offset, dxp + n * in_plane * g.C + c0, in_plane, out_plane, g.C,
-                        std::min(width, g.C - c0));
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, dx.scalar_type(), "cnnrepro::max_pool2d_with_argmax_backward", [&] {
+        const scalar_t* dyp = call.grad_output.const_data_ptr<scalar_t>();
+        const int64_t* ip = call.indices.const_data_ptr<int64_t>();
+        scalar_t* dxp = dx.mutable_data_ptr<scalar_t>();
+        const int64_t in_plane = g.H * g.W, out_plane = g.OH * g.OW;
+        if (!g.channels_last) {
+          constexpr auto one = std::integral_constant<int64_t, 1>{};
+          at::parallel_for(0, g.N * g.C, 1, [&](int64_t begin, int64_t end) {
+            for (int64_t p = begin; p < end; ++p)
+              scatter_slice(dyp + p * out_plane, ip + p * out_plane, dxp + p * in_plane, in_plane, out_plane, one, one);
+          });
+        } else {
+          const int64_t width = channels_per_task(g), blocks = (g.C + width - 1) / width;
+          at::parallel_for(0, g.N * blocks, 1, [&](int64_t begin, int64_t end) {
+            for (int64_t task = begin; task < end; ++task) {
+              const int64_t n = task / blocks, c0 = (task % blocks) * width;
+              const int64_t out_offset = n * out_plane * g.C + c0;
+              scatter_slice(dyp + out_offset, ip + out_offset, dxp + n * in_plane * g.C + c0, in_plane, out_plane, g.C,
+                            std::min(width, g.C - c0));
+            }
+          });
         }
       });
-    }
-  });
   return finish_backward(grad_output, dx);
 }
 

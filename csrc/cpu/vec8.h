@@ -15,8 +15,8 @@ namespace cnnrepro::cpu::vec8 {
 
 constexpr int kWidth = 8;
 using Floats = float __attribute__((vector_size(32)));
-using Ints = int32_t __attribute__((vector_size(32)));   // lane masks (0 or -1) and int32 values
-using Longs = int64_t __attribute__((vector_size(32)));  // four int64 lanes: half of a group
+using Ints = int32_t __attribute__((vector_size(32)));    // lane masks (0 or -1) and int32 values
+using Longs = int64_t __attribute__((vector_size(32)));   // four int64 lanes: half of a group
 using Doubles = double __attribute__((vector_size(32)));  // four float64 lanes: half of a group
 
 inline Floats load(const float* p) {

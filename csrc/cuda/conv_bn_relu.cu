@@ -13,15 +13,15 @@
 #include <tuple>
 
 #include "../conv_bn_relu.h"
+#include "launch.h"
 
 namespace cnnrepro::conv_bn_relu {
 namespace {
 
+using cuda::blocks_for;
+using cuda::kThreads;
+
 constexpr int kReduceThreads = 512;
-constexpr int kThreads = 256;
-
-unsigned int blocks_for(int64_t numel) { return static_cast<unsigned int>((numel + kThreads - 1) / kThreads); }
-
 // Offset of the k-th element (k over N*S in (n, s) order) of channel c.
 __device__ inline int64_t element_offset(const Geometry& g, int64_t c, int64_t k) {
   const int64_t n = k / g.S, s = k % g.S;
@@ -75,7 +75,7 @@ template <typename scalar_t, typename opmath_t>
 __global__ void affine_kernel(const scalar_t* __restrict__ mean, const scalar_t* __restrict__ var,
                               const scalar_t* __restrict__ gamma, const scalar_t* __restrict__ beta,
                               opmath_t* __restrict__ affine, int64_t C, double eps) {
-  const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t c = cuda::thread_item();
   if (c >= C) return;
   const double invstd = 1.0 / sqrt(static_cast<double>(var[c]) + eps);
   const double scale = static_cast<double>(gamma_of(gamma, c)) * invstd;
@@ -89,7 +89,7 @@ __global__ void affine_kernel(const scalar_t* __restrict__ mean, const scalar_t*
 template <typename scalar_t, typename opmath_t>
 __global__ void normalize_relu_kernel(const scalar_t* z, const opmath_t* __restrict__ affine, scalar_t* y,
                                       int64_t numel, Geometry g) {
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t i = cuda::thread_item();
   if (i >= numel) return;
   const int64_t c = channel_of(g, i);
   y[i] = static_cast<scalar_t>(relu((static_cast<opmath_t>(z[i]) - affine[3 * g.C + c]) * affine[c] + affine[g.C + c]));
@@ -137,7 +137,7 @@ __global__ void grad_conv_out_kernel(const scalar_t* __restrict__ z, const scala
                                      const scalar_t* __restrict__ mean, const opmath_t* __restrict__ affine,
                                      const opmath_t* __restrict__ coef, scalar_t* __restrict__ dz, int64_t numel,
                                      Geometry g) {
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t i = cuda::thread_item();
   if (i >= numel) return;
   const int64_t c = channel_of(g, i);
   const opmath_t x_hat = (static_cast<opmath_t>(z[i]) - static_cast<opmath_t>(mean[c])) * affine[2 * g.C + c];
@@ -198,8 +198,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv_bn_relu_train_cu
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv_bn_relu_train_backward_cuda(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight, const at::Tensor& conv_out,
     const at::Tensor& mean, const at::Tensor& var, const c10::optional<at::Tensor>& bn_weight,
-    const c10::optional<at::Tensor>& bn_bias, at::IntArrayRef stride, at::IntArrayRef padding,
-    at::IntArrayRef dilation, int64_t groups, double eps, std::array<bool, 3> output_mask) {
+    const c10::optional<at::Tensor>& bn_bias, at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+    int64_t groups, double eps, std::array<bool, 3> output_mask) {
   const c10::cuda::CUDAGuard guard(input.device());
   const ConvParams conv{stride, padding, dilation, groups};
   BackwardCall call = prepare_backward(grad_output, input, weight, conv_out, mean, var, bn_weight, bn_bias, conv, eps);
@@ -208,19 +208,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv_bn_r
   const at::Tensor affine = channel_affine(mean, var, bn_weight, bn_bias, eps);
   at::Tensor coef = at::empty({3 * g.C}, affine.options());
   auto stream = at::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, z.scalar_type(), "cnnrepro::conv_bn_relu_train_backward", [&] {
-    using opmath_t = at::opmath_type<scalar_t>;
-    backward_reduce_kernel<scalar_t, opmath_t><<<g.C, kReduceThreads, 0, stream>>>(
-        z.const_data_ptr<scalar_t>(), dy.const_data_ptr<scalar_t>(), mean.const_data_ptr<scalar_t>(),
-        optional_ptr<scalar_t>(bn_weight), affine.const_data_ptr<opmath_t>(), grad_gamma.mutable_data_ptr<scalar_t>(),
-        grad_beta.mutable_data_ptr<scalar_t>(), coef.mutable_data_ptr<opmath_t>(), g);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    grad_conv_out_kernel<scalar_t, opmath_t><<<blocks_for(z.numel()), kThreads, 0, stream>>>(
-        z.const_data_ptr<scalar_t>(), dy.const_data_ptr<scalar_t>(), mean.const_data_ptr<scalar_t>(),
-        affine.const_data_ptr<opmath_t>(), coef.const_data_ptr<opmath_t>(), dz.mutable_data_ptr<scalar_t>(), z.numel(),
-        g);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, z.scalar_type(), "cnnrepro::conv_bn_relu_train_backward", [&] {
+        using opmath_t = at::opmath_type<scalar_t>;
+        backward_reduce_kernel<scalar_t, opmath_t><<<g.C, kReduceThreads, 0, stream>>>(
+            z.const_data_ptr<scalar_t>(), dy.const_data_ptr<scalar_t>(), mean.const_data_ptr<scalar_t>(),
+            optional_ptr<scalar_t>(bn_weight), affine.const_data_ptr<opmath_t>(),
+            grad_gamma.mutable_data_ptr<scalar_t>(), grad_beta.mutable_data_ptr<scalar_t>(),
+            coef.mutable_data_ptr<opmath_t>(), g);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        grad_conv_out_kernel<scalar_t, opmath_t><<<blocks_for(z.numel()), kThreads, 0, stream>>>(
+            z.const_data_ptr<scalar_t>(), dy.const_data_ptr<scalar_t>(), mean.const_data_ptr<scalar_t>(),
+            affine.const_data_ptr<opmath_t>(), coef.const_data_ptr<opmath_t>(), dz.mutable_data_ptr<scalar_t>(),
+            z.numel(), g);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
   return conv_backward(dz, input, weight, conv, output_mask, output_mask[2] ? dz.sum({0, 2, 3}) : at::Tensor(),
                        grad_gamma, grad_beta);
 }

@@ -11,11 +11,13 @@
 #include <limits>
 
 #include "../max_pool.h"
+#include "launch.h"
 
 namespace cnnrepro::max_pool {
 namespace {
 
-constexpr int kThreads = 256;
+using cuda::blocks_for;
+using cuda::kThreads;
 
 // (n, c, h, w) of a linear offset in an N x C x H x W tensor stored contiguous or channels-last.
 struct Position {
@@ -38,9 +40,9 @@ __device__ inline int64_t offset_of(Position p, int64_t C, int64_t H, int64_t W,
 
 template <typename scalar_t>
 __global__ void forward_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, int64_t* __restrict__ idx,
-                               int64_t numel, Geometry g) {
+                               int64_t numel, PoolGeometry g) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t i = cuda::thread_item();
   if (i >= numel) return;
   const Position o = position_of(i, g.C, g.OH, g.OW, g.channels_last);
   const Window& w = g.win;
@@ -64,9 +66,9 @@ __global__ void forward_kernel(const scalar_t* __restrict__ x, scalar_t* __restr
 
 template <typename scalar_t>
 __global__ void backward_kernel(const scalar_t* __restrict__ dy, const int64_t* __restrict__ idx,
-                                scalar_t* __restrict__ dx, int64_t numel, Geometry g) {
+                                scalar_t* __restrict__ dx, int64_t numel, PoolGeometry g) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t i = cuda::thread_item();
   if (i >= numel) return;
   const Position p = position_of(i, g.C, g.H, g.W, g.channels_last);
   const Window& w = g.win;
@@ -83,21 +85,20 @@ __global__ void backward_kernel(const scalar_t* __restrict__ dy, const int64_t* 
   dx[i] = static_cast<scalar_t>(sum);
 }
 
-unsigned int blocks_for(int64_t numel) { return static_cast<unsigned int>((numel + kThreads - 1) / kThreads); }
-
 std::tuple<at::Tensor, at::Tensor> max_pool2d_with_argmax_cuda(const at::Tensor& input, at::IntArrayRef kernel_size,
-                                                                at::IntArrayRef stride, at::IntArrayRef padding,
-                                                                at::IntArrayRef dilation, bool ceil_mode) {
+                                                               at::IntArrayRef stride, at::IntArrayRef padding,
+                                                               at::IntArrayRef dilation, bool ceil_mode) {
   const c10::cuda::CUDAGuard guard(input.device());
   const ForwardCall call = prepare_forward(input, kernel_size, stride, padding, dilation, ceil_mode);
   const int64_t numel = call.values.numel();
   if (numel == 0) return finish_forward(input, call);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, call.x.scalar_type(), "cnnrepro::max_pool2d_with_argmax", [&] {
-    forward_kernel<scalar_t><<<blocks_for(numel), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-        call.x.const_data_ptr<scalar_t>(), call.values.mutable_data_ptr<scalar_t>(),
-        call.indices.mutable_data_ptr<int64_t>(), numel, call.g);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, call.x.scalar_type(), "cnnrepro::max_pool2d_with_argmax", [&] {
+        forward_kernel<scalar_t><<<blocks_for(numel), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+            call.x.const_data_ptr<scalar_t>(), call.values.mutable_data_ptr<scalar_t>(),
+            call.indices.mutable_data_ptr<int64_t>(), numel, call.g);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
   return finish_forward(input, call);
 }
 
@@ -108,17 +109,18 @@ at::Tensor max_pool2d_with_argmax_backward_cuda(const at::Tensor& grad_output, c
   const c10::cuda::CUDAGuard guard(grad_output.device());
   const BackwardCall call =
       prepare_backward(grad_output, indices, input_size, kernel_size, stride, padding, dilation, ceil_mode);
-  const Geometry& g = call.g;
+  const PoolGeometry& g = call.g;
   const auto format = g.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   at::Tensor dx = at::empty({g.N, g.C, g.H, g.W}, call.grad_output.options().memory_format(format));
   const int64_t numel = dx.numel();
   if (numel == 0) return finish_backward(grad_output, dx);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dx.scalar_type(), "cnnrepro::max_pool2d_with_argmax_backward", [&] {
-    backward_kernel<scalar_t><<<blocks_for(numel), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-        call.grad_output.const_data_ptr<scalar_t>(), call.indices.const_data_ptr<int64_t>(),
-        dx.mutable_data_ptr<scalar_t>(), numel, g);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, dx.scalar_type(), "cnnrepro::max_pool2d_with_argmax_backward", [&] {
+        backward_kernel<scalar_t><<<blocks_for(numel), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+            call.grad_output.const_data_ptr<scalar_t>(), call.indices.const_data_ptr<int64_t>(),
+            dx.mutable_data_ptr<scalar_t>(), numel, g);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
   return finish_backward(grad_output, dx);
 }
 

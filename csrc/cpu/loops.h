@@ -1,5 +1,5 @@
-// Fixed-width blocks for CPU inner loops: a loop over kLanes elements whose trip count is a
-// compile-time constant becomes straight vector code, with its accumulators in registers.
+// Loop helpers for the CPU kernels. Fixed-width blocks for inner loops: a loop over kLanes elements whose trip count is
+// a compile-time constant becomes straight vector code, with its accumulators in registers.
 #pragma once
 
 #include <ATen/Parallel.h>
