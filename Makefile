@@ -9,7 +9,6 @@ CUDA_TORCH_SPEC ?= torch==2.14.1
 # torchvision beside it: the oracle tests/test_torchvision.py transplants weights from.
 TORCHVISION_SPEC ?= torchvision==0.29.1
 CUDA_ARCHS ?= 9.0
-CUDA_HOME ?= $(firstword $(wildcard /usr/local/cuda) $(patsubst %/bin/nvcc,%,$(shell command -v nvcc 2>/dev/null)))
 CUDA_CHECK_DIR ?= build/cuda-check
 
 PY := $(VENV)/bin/python
@@ -74,14 +73,15 @@ format: $(VENV)/.installed
 
 # Build the CUDA kernels against a CUDA build of torch (in a copy of the tree, so the CPU
 # build's in-place _C stays), check build_info() says CUDA, and run the tests with that build
-# (torchvision installed, so the torchvision-weights tests run too).
+# (torchvision installed, so the torchvision-weights tests run too). Its CPU kernels are built for
+# the baseline ISA (CNNREPRO_CPU_ARCH=portable), so CI also proves the portable build passes.
 check-cuda:
 	$(call make_venv,$(CUDA_VENV),$(CUDA_TORCH_SPEC))
 	$(CUDA_VENV)/bin/python -c "import torchvision" 2>/dev/null || $(CUDA_VENV)/bin/pip install "$(TORCHVISION_SPEC)"
 	mkdir -p $(CUDA_CHECK_DIR)
 	rm -rf $(CUDA_CHECK_DIR)/cnnrepro $(CUDA_CHECK_DIR)/csrc $(CUDA_CHECK_DIR)/tests
 	git ls-files -co --exclude-standard -z | tar --null -cf - -T - | tar -xf - -C $(CUDA_CHECK_DIR)
-	cd $(CUDA_CHECK_DIR) && CUDA_HOME=$(CUDA_HOME) FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="$(CUDA_ARCHS)" \
+	cd $(CUDA_CHECK_DIR) && CNNREPRO_CUDA=on CNNREPRO_CPU_ARCH=portable TORCH_CUDA_ARCH_LIST="$(CUDA_ARCHS)" \
 		$(abspath $(CUDA_VENV))/bin/pip install --no-build-isolation -e '.[dev]'
 	cd $(CUDA_CHECK_DIR) && $(abspath $(CUDA_VENV))/bin/python -c \
 		"import cnnrepro; i = cnnrepro.build_info(); print(i); assert i['with_cuda'] and i['torch_matches'], i"

@@ -1,23 +1,30 @@
 """Build cnnrepro._C: the C++ ops always, the CUDA ops when they can be built.
 
 Environment knobs (all optional):
-  FORCE_CUDA=1            build the CUDA sources even if no GPU is visible
+  CNNREPRO_CUDA           "auto" (default: CUDA when torch is a CUDA build and a CUDA toolkit with
+                          nvcc and libcudart is found), "on" (fail if it cannot be built), "off"
+  FORCE_CUDA=1            the same as CNNREPRO_CUDA=on (torch's convention)
+  CUDA_HOME               the CUDA toolkit to use (default: found, see cuda_toolkit())
   TORCH_CUDA_ARCH_LIST    e.g. "9.0" or "8.0;9.0+PTX" (default: the visible GPU, else DEFAULT_ARCHS)
   MAX_JOBS                parallel compile jobs for ninja
   DEBUG=1                 -O0 -g, no NDEBUG
-  CNNREPRO_CPU_ARCH       "auto" (default: x86-64-v3 when the build machine has AVX2 and FMA),
-                          "portable" (the compiler's baseline), or any -march value
+  CNNREPRO_CPU_ARCH       "auto" (the default for editable installs, which run where they are built:
+                          x86-64-v3 when the build machine has AVX2 and FMA), "portable" (the
+                          compiler's baseline; the default for wheels and other non-editable
+                          installs, which may be copied to another machine), or any -march value
 """
 
 import glob
 import os
 import platform
+import shutil
 import sys
 from pathlib import Path
 
 import torch
 from setuptools import setup
-from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+from torch.utils import cpp_extension
+from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
 
 ROOT = Path(__file__).resolve().parent
 GENERATED = ROOT / "build" / "generated"
@@ -28,11 +35,59 @@ def env_flag(name: str) -> bool:
     return os.environ.get(name, "0").lower() in ("1", "true", "yes", "on")
 
 
+CUDA_MODES = ("auto", "on", "off")
+
+
+def cuda_mode() -> str:
+    mode = "on" if env_flag("FORCE_CUDA") else os.environ.get("CNNREPRO_CUDA", "auto").lower()
+    if mode not in CUDA_MODES:
+        sys.exit(f"cnnrepro build: CNNREPRO_CUDA must be one of {', '.join(CUDA_MODES)}, got {mode!r}")
+    return mode
+
+
+def is_cuda_toolkit(root: Path) -> bool:
+    """A toolkit we can build and link with: nvcc and libcudart under one root."""
+    libs = ("lib64", "lib", "targets/x86_64-linux/lib")
+    has_cudart = any(next((root / lib).glob("libcudart.so*"), None) for lib in libs)
+    return (root / "bin" / "nvcc").exists() and has_cudart
+
+
+def cuda_toolkit() -> Path | None:
+    """$CUDA_HOME (or $CUDA_PATH) if set, else the first real toolkit among: where nvcc on the PATH
+    resolves to (symlinks followed: a wrapper in /usr/local/bin is not a toolkit root), then
+    /usr/local/cuda and /usr/local/cuda-*. None when there is none."""
+    given = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
+    if given:
+        return Path(given)
+    candidates = []
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        candidates.append(Path(nvcc).resolve().parent.parent)
+    candidates += [Path("/usr/local/cuda"), *sorted(Path("/usr/local").glob("cuda-*"), reverse=True)]
+    return next((root for root in candidates if is_cuda_toolkit(root)), None)
+
+
 def cuda_wanted() -> bool:
-    """CUDA when forced, or when nvcc exists and the installed torch was built with CUDA."""
-    if env_flag("FORCE_CUDA"):
-        return True
-    return CUDA_HOME is not None and torch.version.cuda is not None
+    """Whether to build the CUDA sources (see CNNREPRO_CUDA). Points torch's extension helper at the
+    toolkit found: on its own it takes the directory above the first nvcc on the PATH, which for a
+    wrapper in /usr/local/bin is /usr/local, with no libcudart to link."""
+    mode = cuda_mode()
+    if mode == "off":
+        return False
+    toolkit = cuda_toolkit()
+    problem = None
+    if torch.version.cuda is None:
+        problem = f"torch {torch.__version__} is a CPU build"
+    elif toolkit is None:
+        problem = "no CUDA toolkit (nvcc and libcudart) found; set CUDA_HOME"
+    elif not is_cuda_toolkit(toolkit):
+        problem = f"CUDA_HOME={toolkit} has no bin/nvcc or no libcudart"
+    if problem:
+        if mode == "on":
+            sys.exit(f"cnnrepro build: CUDA was asked for (CNNREPRO_CUDA=on or FORCE_CUDA=1), but {problem}")
+        return False
+    cpp_extension.CUDA_HOME = os.environ["CUDA_HOME"] = str(toolkit)
+    return True
 
 
 def resolve_arch_list() -> str:
@@ -46,13 +101,11 @@ def resolve_arch_list() -> str:
     return archs
 
 
-def cpu_arch_flags() -> list[str]:
-    """-march for the CPU kernels: the build machine's vector ISA unless told otherwise.
-
-    The extension is built from source where it runs, so by default it uses AVX2/FMA when the
-    build machine has them; set CNNREPRO_CPU_ARCH=portable for a build to copy elsewhere.
-    """
-    arch = os.environ.get("CNNREPRO_CPU_ARCH", "auto")
+def cpu_arch_flags(editable: bool) -> list[str]:
+    """-march for the CPU kernels. An editable install runs where it is built, so by default it
+    uses AVX2/FMA when the build machine has them; any other build may run elsewhere (a wheel
+    copied to an older CPU would die of SIGILL), so it targets the compiler's baseline."""
+    arch = os.environ.get("CNNREPRO_CPU_ARCH", "auto" if editable else "portable")
     if arch == "portable":
         return []
     if arch != "auto":
@@ -78,7 +131,7 @@ def compiler_version() -> str:
     return out or cxx
 
 
-def write_build_config(with_cuda: bool, archs: str, debug: bool) -> None:
+def write_build_config(with_cuda: bool, archs: str, debug: bool, cpu_flags: list[str]) -> None:
     """Write the header that build_info() reports from, so _C says what it was built with."""
     GENERATED.mkdir(parents=True, exist_ok=True)
     fields = {
@@ -88,7 +141,7 @@ def write_build_config(with_cuda: bool, archs: str, debug: bool) -> None:
         "CNNREPRO_BUILD_COMPILER": compiler_version(),
         "CNNREPRO_BUILD_PLATFORM": f"{platform.system()}-{platform.machine()}",
         "CNNREPRO_BUILD_TYPE": "debug" if debug else "release",
-        "CNNREPRO_BUILD_CPU_FLAGS": " ".join(cpu_arch_flags()),
+        "CNNREPRO_BUILD_CPU_FLAGS": " ".join(cpu_flags),
     }
     lines = ["// Generated by setup.py: what cnnrepro._C was built with.", "#pragma once"]
     lines += [f'#define {key} "{value.replace(chr(34), "")}"' for key, value in fields.items()]
@@ -100,26 +153,34 @@ def write_build_config(with_cuda: bool, archs: str, debug: bool) -> None:
 
 
 class PersistentBuildExt(BuildExtension):
-    """BuildExtension with a fixed build_temp, so ninja rebuilds only what changed,
-    also under pip's editable installs (which otherwise build in a fresh temp dir)."""
+    """BuildExtension with a fixed build_temp, so ninja rebuilds only what changed, also under
+    pip's editable installs (which otherwise build in a fresh temp dir). Picks the CPU flags here,
+    where it is known whether the install is editable (see cpu_arch_flags)."""
 
     def finalize_options(self):
         super().finalize_options()
         self.build_temp = str(ROOT / "build" / "temp")
+
+    def build_extensions(self):
+        cpu_flags = cpu_arch_flags(editable=self.editable_mode)
+        for ext in self.extensions:
+            ext.extra_compile_args["cxx"] += cpu_flags
+            with_cuda = "nvcc" in ext.extra_compile_args
+            archs = os.environ.get("TORCH_CUDA_ARCH_LIST", "") if with_cuda else ""
+            write_build_config(with_cuda, archs, env_flag("DEBUG"), cpu_flags)
+        print(f"cnnrepro build: cpu flags {cpu_flags or 'baseline'}", file=sys.stderr)
+        super().build_extensions()
 
 
 def make_extension():
     with_cuda = cuda_wanted()
     debug = env_flag("DEBUG")
     archs = resolve_arch_list() if with_cuda else ""
-    write_build_config(with_cuda, archs, debug)
 
     sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
     opt = ["-O0", "-g"] if debug else ["-O3"]
-    cpu_flags = cpu_arch_flags()
     # No FMA contraction: keeps our float arithmetic in the order we wrote (and as native's).
     cxx_flags = opt + ["-std=c++20", "-fno-math-errno", "-ffp-contract=off", "-fdiagnostics-color=always"]
-    cxx_flags += cpu_flags
     # at::parallel_for is a header template over `#pragma omp parallel`: without -fopenmp it
     # compiles to a serial loop. Linking libgomp.so.1 reuses the copy torch has already loaded.
     cxx_flags += ["-fopenmp"]
@@ -136,8 +197,8 @@ def make_extension():
 
     print(
         f"cnnrepro build: torch {torch.__version__}, cuda={'yes' if with_cuda else 'no'}"
-        f"{f' (nvcc {CUDA_HOME}, archs {archs})' if with_cuda else ''}, "
-        f"{'debug' if debug else 'release'}, cpu flags {cpu_flags or 'baseline'}, "
+        f"{f' (CUDA_HOME {cpp_extension.CUDA_HOME}, archs {archs})' if with_cuda else ''}, "
+        f"{'debug' if debug else 'release'}, "
         f"MAX_JOBS={os.environ.get('MAX_JOBS', 'auto')}, {len(sources)} sources",
         file=sys.stderr,
     )
@@ -151,4 +212,5 @@ def make_extension():
     )
 
 
-setup(ext_modules=[make_extension()], cmdclass={"build_ext": PersistentBuildExt})
+if __name__ == "__main__":  # pip's build backend runs this file as __main__; tests import it
+    setup(ext_modules=[make_extension()], cmdclass={"build_ext": PersistentBuildExt})
