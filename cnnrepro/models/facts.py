@@ -20,7 +20,7 @@ from cnnrepro.nn import ConvBNReLU2d
 HOLDS, FAILS, NOT_MEASURED = "holds", "does not hold", "not measured"
 ABOUT = 0.10  # "about N": within 10%
 CLOSE = 0.05  # a computed figure the source gives to two or three digits: within 5%
-SEED_NOTES = "seed notes (docs/references.md)"
+SEED_NOTES = "course notes (docs/references.md)"
 
 
 @dataclass(frozen=True)
