@@ -32,6 +32,9 @@ SMALL = dict(
     model_config=(("activation", "relu"), ("input_size", 28), ("pooling", "max")),
 )
 
+# A narrow ImageNet-style net on a few 32 px digits: seconds per epoch.
+TINY = dict(dataset="mnist5k", batch_size=32, lr=0.01, input_size=32)
+
 
 @pytest.fixture(scope="module")
 def mnist5k():
@@ -89,17 +92,7 @@ def test_resume_restores_the_dropout_generator_on_every_device(mnist5k, tmp_path
     """VGG's dropout draws from the global generator of the run's device (CUDA's own on a GPU):
     a run stopped after epoch 1 and resumed in the same process must draw the masks an
     uninterrupted run draws, not the ones a freshly seeded generator would."""
-    config = RunConfig(
-        model="vgg11",
-        dataset="mnist5k",
-        epochs=2,
-        batch_size=32,
-        lr=0.01,
-        width=0.0625,
-        input_size=32,
-        train_subset=128,
-        test_subset=64,
-    )
+    config = RunConfig(**TINY, model="vgg11", epochs=2, width=0.0625, train_subset=128, test_subset=64)
     uninterrupted = train_run(config, mnist5k, tmp_path / "clean", device)
 
     def stop(result, epoch):
@@ -132,13 +125,9 @@ def test_a_diverging_run_is_recorded(mnist5k, tmp_path):
 
 def test_googlenet_aux_losses_train(mnist5k, tmp_path):
     config = RunConfig(
+        **TINY,
         model="googlenet",
-        dataset="mnist5k",
-        epochs=1,
-        batch_size=32,
-        lr=0.01,
         width=0.125,
-        input_size=32,
         train_subset=64,
         test_subset=32,
         model_config=(("aux_logits", True),),
