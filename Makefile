@@ -14,7 +14,7 @@ CUDA_CHECK_DIR ?= build/cuda-check
 PY := $(VENV)/bin/python
 SOURCES := setup.py pyproject.toml $(shell find csrc -type f 2>/dev/null)
 
-.PHONY: run report demo test bench check-cuda lint format clean
+.PHONY: run report demo test bench check-cuda check-gpu lint format clean
 
 # A venv with torch, the build tools (--no-build-isolation uses the venv's own), then our package.
 # $(1): venv dir, $(2): torch spec.
@@ -86,6 +86,14 @@ check-cuda:
 	cd $(CUDA_CHECK_DIR) && $(abspath $(CUDA_VENV))/bin/python -c \
 		"import cnnrepro; i = cnnrepro.build_info(); print(i); assert i['with_cuda'] and i['torch_matches'], i"
 	cd $(CUDA_CHECK_DIR) && $(abspath $(CUDA_VENV))/bin/python -m pytest -q
+
+# On a machine with a GPU and no network (the project's borrowed H100): builds for the visible GPU
+# with the machine's own Python, runs every test, the op tests under compute-sanitizer (memcheck,
+# racecheck), the smoke suite twice per run, a kill -9 + resume of a dropout model, and the CUDA
+# benchmarks; writes logs, CSVs and summary.md to reports/gpu/. Wheels the machine lacks (mlxtend)
+# go in GPU_WHEELS (default .whl/). CHECK_GPU_DEVICE=cpu dry-runs the same steps on a CPU.
+check-gpu:
+	scripts/check_gpu.sh
 
 clean:
 	rm -rf build *.egg-info cnnrepro/_C*.so $(VENV)/.installed
