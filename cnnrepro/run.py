@@ -22,8 +22,9 @@ import cnnrepro
 from cnnrepro import models
 from cnnrepro.data import DownloadError, list_datasets, load_dataset
 from cnnrepro.experiments import PROFILES, SUITES, plan_runs
+from cnnrepro.files import remove_stale_temp_files
 from cnnrepro.report import write_report
-from cnnrepro.store import ResultsStore
+from cnnrepro.store import ResultsStore, StoreError
 from cnnrepro.train import RunConfig, numerics_settings, set_deterministic, train_run
 
 
@@ -35,7 +36,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     what = parser.add_argument_group("what to run")
     what.add_argument("--all", action="store_true", help="every suite (classic and degradation)")
     what.add_argument("--suite", choices=sorted(SUITES), action="append", help="a suite (repeatable)")
-    what.add_argument("--models", nargs="+", metavar="PATTERN", help="only models matching these patterns")
+    what.add_argument(
+        "--models", nargs="+", action="extend", metavar="PATTERN", help="only models matching these patterns"
+    )
     what.add_argument("--list", action="store_true", help="list models, suites, profiles, datasets and exit")
     how = parser.add_argument_group("how")
     how.add_argument("--profile", choices=sorted(PROFILES), default="quick")
@@ -55,16 +58,30 @@ def parse_args(argv=None) -> argparse.Namespace:
     out.add_argument(
         "--verify-determinism", action="store_true", help="train every run twice, compare weights"
     )
+    out.add_argument(
+        "--repair",
+        action="store_true",
+        help="drop damaged rows of the store (a copy is kept) and record those runs again from checkpoints",
+    )
     args = parser.parse_args(argv)
     if not (args.all or args.suite or args.models or args.list):
         parser.error("say what to run: --all, --suite NAME, --models PATTERN... (or --list)")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available here")
+    if len(set(args.seeds)) < len(args.seeds):
+        print(
+            f"note: --seeds {' '.join(map(str, args.seeds))} repeats a seed; each trains once",
+            file=sys.stderr,
+        )
+        args.seeds = list(dict.fromkeys(args.seeds))
     return args
 
 
 def _positive(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
@@ -81,8 +98,10 @@ def selected_models(args) -> list[tuple[str, str]]:
             raise SystemExit(f"error: --models {' '.join(unknown)} matches no model; see --list")
         in_suites = [(s, m) for s, m in pairs if any(fnmatch.fnmatch(m, p) for p in args.models)]
         named = {m for _, m in in_suites}
-        extra = [
-            ("custom", m) for m in known if m not in named and any(fnmatch.fnmatch(m, p) for p in args.models)
+        extra = [  # models no selected suite holds
+            ("selected", m)
+            for m in known
+            if m not in named and any(fnmatch.fnmatch(m, p) for p in args.models)
         ]
         pairs = in_suites + extra
     return pairs
@@ -116,8 +135,9 @@ def environment(args, device: str) -> dict:
     }
 
 
-def run_one(config: RunConfig, dataset, store: ResultsStore, device: str, verify: bool):
-    """Trains (or resumes) one run, twice with verify; returns its runs.csv row and epoch rows."""
+def run_one(config: RunConfig, dataset, store: ResultsStore, device: str, verify: bool, where: dict):
+    """Trains (or resumes) one run, twice with verify; returns its runs.csv row and epoch rows.
+    ``where`` is the row's environment columns (device, threads, torch, code revision)."""
     with tqdm(total=config.epochs, desc=f"  {config.model}", unit="epoch", leave=False) as bar:
 
         def show(result, epoch):
@@ -138,22 +158,51 @@ def run_one(config: RunConfig, dataset, store: ResultsStore, device: str, verify
 
     common = {"key": config.key(), "model": config.model, "seed": config.seed, "backend": config.backend}
     epoch_rows = [common | dataclasses.asdict(e) for e in result.history]
-    run_row = common | {
-        "dataset": config.dataset,
-        "status": result.status,
-        "epochs": len(result.history),
-        "train_acc": last.train_acc if last else "",
-        "test_acc": last.test_acc if last else "",
-        "params": result.params,
-        "macs": result.macs,
-        "train_time_s": sum(e.epoch_time_s for e in result.history),
-        "train_examples_per_s": median_of("train_examples_per_s"),
-        "test_examples_per_s": median_of("test_examples_per_s"),
-        "weights_sha256": result.weights_sha256,
-        "determinism": determinism,
-        "config": json.dumps(dataclasses.asdict(config), sort_keys=True),
-    }
+    run_row = (
+        common
+        | {
+            "dataset": config.dataset,
+            "status": result.status,
+            "epochs": len(result.history),
+            "train_acc": last.train_acc if last else "",
+            "test_acc": last.test_acc if last else "",
+            "params": result.params,
+            "macs": result.macs,
+            "train_time_s": sum(e.epoch_time_s for e in result.history),
+            "train_examples_per_s": median_of("train_examples_per_s"),
+            "test_examples_per_s": median_of("test_examples_per_s"),
+            "weights_sha256": result.weights_sha256,
+            "determinism": determinism,
+            "config": json.dumps(dataclasses.asdict(config), sort_keys=True),
+        }
+        | where
+    )
     return run_row, epoch_rows
+
+
+class UsageError(Exception):
+    """A problem with what the command asked for (a path, a dataset): one line, exit 2."""
+
+
+def check_writable_directory(path: Path, what: str) -> None:
+    """UsageError unless ``path`` is, or can be created as, a directory this process can write to.
+    Creates nothing: a command that fails leaves no trace."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        below = "" if existing == path else f" (it would be below {existing}, a file)"
+        raise UsageError(f"{what} {path} is not a directory{below}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{what} {path} is not writable ({existing} is read-only to this user)")
+
+
+def plan_suite(args, profile, dataset_name: str) -> list[tuple[str, RunConfig]]:
+    return [
+        (suite, config)
+        for suite, model in selected_models(args)
+        for config in plan_runs([model], profile, args.seeds, dataset_name, args.backend, args.epochs)
+    ]
 
 
 def main(argv=None) -> int:
@@ -170,44 +219,91 @@ def main(argv=None) -> int:
     profile = PROFILES[args.profile]
     dataset_name = args.dataset or profile.dataset
     out = args.out or Path("reports") / f"{profile.name}-{dataset_name}"
-    store = ResultsStore(out)
-    store.write_env(environment(args, device))
+    # Everything the command asks for is checked before anything is written.
+    plan = plan_suite(args, profile, dataset_name)
     try:
+        check_writable_directory(out, "--out")
         dataset = load_dataset(dataset_name, args.data_dir)
-    except DownloadError as error:
+        store = ResultsStore(out)
+        for line in store.repair() if args.repair else []:
+            print(line, file=sys.stderr)
+        for temp in remove_stale_temp_files(out):
+            print(f"removed {temp}, left by an interrupted write", file=sys.stderr)
+        store.write_env(environment(args, device))
+        return run_plan(args, plan, dataset, store, device)
+    except (UsageError, DownloadError, StoreError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # a full disk, a read-only mount: files are replaced whole, never torn
+        where = error.filename or out
+        print(
+            f"error: writing to {where} failed: {error.strerror}; nothing was half-written", file=sys.stderr
+        )
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted; rerun the same command to go on", file=sys.stderr)
+        return 130
 
-    plan = [
-        (suite, config)
-        for suite, model in selected_models(args)
-        for config in plan_runs([model], profile, args.seeds, dataset_name, args.backend, args.epochs)
-    ]
-    done = store.finished()
+
+def run_environment(device: str) -> dict:
+    """The columns of every runs.csv row that say where it ran (they change the bits too)."""
+    return {
+        "device": device,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "code_revision": cnnrepro.code_revision(),
+    }
+
+
+def needs_training(args, key: str, recorded: dict | None, epochs_recorded: int) -> bool:
+    """Whether to train (or resume, or record again from its checkpoint) run ``key``."""
+    if args.force or recorded is None:
+        return True
+    if epochs_recorded != int(recorded["epochs"]):
+        tqdm.write(f"{recorded['model']} seed {recorded['seed']}: results.csv lacks epochs; recording again")
+        return True
+    return False
+
+
+def run_plan(args, plan, dataset, store: ResultsStore, device: str) -> int:
+    """Trains every planned run not already recorded, recording each as it ends; returns the exit
+    code. Ctrl-C stops it with one line: the run's finished epochs are checkpointed."""
+    profile, where = PROFILES[args.profile], run_environment(device)
+    done, epochs_recorded = store.finished(), store.epoch_counts()
     failures, rows = [], []
-    for suite, config in tqdm(plan, desc=f"{profile.name} on {dataset_name}", unit="run"):
-        if config.key() in done and not args.force:
-            rows.append(done[config.key()])
+    for suite, config in tqdm(plan, desc=f"{profile.name} on {dataset.name}", unit="run"):
+        key = config.key()
+        if not needs_training(args, key, done.get(key), epochs_recorded.get(key, 0)):
+            rows.append(done[key])
             continue
-        if args.force:
-            (store.checkpoints / f"{config.key()}.pt").unlink(missing_ok=True)
+        if args.force:  # everything that belongs to the run, its verification included
+            for checkpoint in (store.checkpoints / f"{key}.pt", store.checkpoints / "verify" / f"{key}.pt"):
+                checkpoint.unlink(missing_ok=True)
         tqdm.write(f"{suite}: {config.model} seed {config.seed}")
         started = time.perf_counter()
         try:
-            run_row, epoch_rows = run_one(config, dataset, store, device, args.verify_determinism)
+            run_row, epoch_rows = run_one(config, dataset, store, device, args.verify_determinism, where)
+        except KeyboardInterrupt:
+            print(
+                f"\ninterrupted: {config.model} seed {config.seed} stopped after its last checkpointed "
+                "epoch; rerun the same command to resume",
+                file=sys.stderr,
+            )
+            return 130
+        except OSError:
+            raise  # the store's disk, not the run: main reports it
         except Exception as error:  # one broken run must not stop the suite: record it, go on
             failures.append((config.model, error))
             tqdm.write(f"  FAILED: {type(error).__name__}: {error}")
             continue
         tag = {"suite": suite, "profile": profile.name}
-        store.record_run(config.key(), [tag | r for r in epoch_rows], tag | run_row)
+        store.record_run(key, [tag | r for r in epoch_rows], tag | run_row)
         rows.append(tag | run_row)
-        tqdm.write(
-            f"  {run_row['status']}: test acc {run_row['test_acc']}, {time.perf_counter() - started:.1f} s"
-        )
-    print_summary(rows, out)
+        elapsed = time.perf_counter() - started
+        tqdm.write(f"  {run_row['status']}: test acc {run_row['test_acc']}, {elapsed:.1f} s")
+    print_summary(rows, store.directory)
     if rows and not args.no_report:
-        print(f"report: {write_report(out)}")
+        print(f"report: {write_report(store.directory)}")
     for model, error in failures:
         print(f"FAILED {model}: {error}", file=sys.stderr)
     return 1 if failures else 0

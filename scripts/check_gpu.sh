@@ -23,12 +23,20 @@ rm -rf "$OUT" && mkdir -p "$OUT/bench"
 printf '# make check-gpu on %s\n\n| step | result | seconds |\n|---|---|---|\n' "$(hostname)" >"$OUT/summary.md"
 failed=0
 
+SKIPPED=77  # a step's exit code for "could not run here" (automake's convention)
+
 # step NAME COMMAND...: runs COMMAND with its output in $OUT/NAME.log and a line in summary.md.
 step() {
-    local name=$1 start=$SECONDS result
+    local name=$1 start=$SECONDS result code
     shift
     echo "== $name"
-    if "$@" >"$OUT/$name.log" 2>&1; then result=pass; else result=FAIL; failed=1; fi
+    "$@" >"$OUT/$name.log" 2>&1
+    code=$?
+    case $code in
+        0) result=pass ;;
+        "$SKIPPED") result="skipped: $(tail -1 "$OUT/$name.log")" ;;
+        *) result=FAIL failed=1 ;;
+    esac
     printf '| %s | %s | %d |\n' "$name" "$result" $((SECONDS - start)) >>"$OUT/summary.md"
     echo "   $result ($((SECONDS - start)) s; log: $OUT/$name.log)"
 }
@@ -55,8 +63,8 @@ PY
 
 sanitize() {  # compute-sanitizer TOOL: the op tests' CUDA cases, only our kernels checked
     if [ "$DEVICE" != cuda ] || ! command -v compute-sanitizer >/dev/null; then
-        echo "skipped: needs CUDA and compute-sanitizer"
-        return 0
+        echo "needs a GPU and compute-sanitizer"
+        return $SKIPPED
     fi
     timeout 240 compute-sanitizer --tool "$1" --kernel-name regex:cnnrepro --error-exitcode 1 \
         "$PYTHON" -m pytest -q -x -p no:cacheprovider "${SANITIZER_TESTS[@]}" -k "$SANITIZER_SUBSET"

@@ -3,6 +3,7 @@ summary.csv, self-contained, valid PNGs), the claims checker on the real models,
 Chromium rendering it with no broken image."""
 
 import base64
+import hashlib
 import html.parser
 import io
 import json
@@ -36,7 +37,7 @@ RESIDUAL_ERROR = {20: 0.06, 56: 0.04}
 
 
 def record(store, suite, model, seed, final_train_acc, test_acc, dataset="mnist5k", profile="quick"):
-    key = f"{suite}-{model}-{seed}-{dataset}-{profile}"
+    key = hashlib.sha256(f"{suite}-{model}-{seed}-{dataset}-{profile}".encode()).hexdigest()[:16]
     tag = {"suite": suite, "profile": profile, "key": key, "model": model, "seed": seed, "backend": "custom"}
     epochs = [
         tag

@@ -65,8 +65,9 @@ def test_sigkill_mid_training_then_resume_equals_uninterrupted(mnist5k, tmp_path
     uninterrupted = train_run(config, mnist5k, tmp_path / "clean")
     script = textwrap.dedent(
         f"""
-        import os, signal
+        import os, signal, torch
         from cnnrepro.data import load_dataset
+        torch.set_num_threads({torch.get_num_threads()})  # the bits depend on it: resumed with the same
         from cnnrepro.train import RunConfig, train_run
         config = RunConfig(**{SMALL!r} | {{"epochs": 3}})
         def die(result, epoch):

@@ -6,6 +6,7 @@ A file with the wrong checksum (truncated, corrupt) is reported and moved aside,
 looking valid; a failed download says which URL failed and where to put the file by hand.
 """
 
+import contextlib
 import hashlib
 import os
 import urllib.error
@@ -52,6 +53,16 @@ def fetch(remote: RemoteFile, directory: Path) -> Path:
     """The verified local copy of ``remote`` in ``directory``, downloading it if needed."""
     directory = Path(directory)
     target = directory / remote.filename
+    try:
+        return _fetch(remote, directory, target)
+    except OSError as error:  # the data directory itself: a file, read-only, full
+        raise DownloadError(
+            f"cannot use {directory} for datasets: {error.strerror} ({error.filename or target}); "
+            "choose another with --data-dir or $CNNREPRO_DATA"
+        ) from error
+
+
+def _fetch(remote: RemoteFile, directory: Path, target: Path) -> Path:
     if target.exists():
         if md5_of(target) == remote.md5:
             return target
@@ -74,16 +85,27 @@ def fetch(remote: RemoteFile, directory: Path) -> Path:
 
 
 def _download(url: str, out, hint: str) -> str:
-    """Streams ``url`` into ``out``; returns the MD5 of what arrived."""
+    """Streams ``url`` into ``out``; returns the MD5 of what arrived. Network failures become a
+    DownloadError; a failed write to ``out`` (a full disk) is the caller's OSError."""
     digest = hashlib.md5(usedforsecurity=False)
+    with _network(url, hint):
+        response = urllib.request.urlopen(url, timeout=TIMEOUT_S)
+    with response:
+        while True:
+            with _network(url, hint):
+                chunk = response.read(CHUNK)
+            if not chunk:
+                return digest.hexdigest()
+            out.write(chunk)
+            digest.update(chunk)
+
+
+@contextlib.contextmanager
+def _network(url: str, hint: str):
     try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
-            while chunk := response.read(CHUNK):
-                out.write(chunk)
-                digest.update(chunk)
+        yield
     except urllib.error.HTTPError as error:
         raise DownloadError(f"downloading {url} failed: HTTP {error.code} {error.reason}. {hint}") from error
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
         raise DownloadError(f"downloading {url} failed: {reason} (offline?). {hint}") from error
-    return digest.hexdigest()

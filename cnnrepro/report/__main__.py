@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 from cnnrepro.report import NoResultsError, write_report
+from cnnrepro.store import StoreError
 
 
 def main(argv=None) -> int:
@@ -18,7 +19,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         index = write_report(args.directory, args.bench)
-    except NoResultsError as error:
+    except (NoResultsError, StoreError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"report: {index}")

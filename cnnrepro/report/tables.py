@@ -52,7 +52,10 @@ def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _sd(values: pd.Series) -> float:
+    """Sample standard deviation; 0 for one value, NaN (shown empty) for none."""
     values = values.dropna()
+    if values.empty:
+        return float("nan")
     return float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 

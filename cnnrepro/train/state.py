@@ -36,6 +36,7 @@ class TrainState:
     def state_dict(self) -> dict:
         state = {
             "device_type": self.device.type,
+            "threads": torch.get_num_threads(),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -48,13 +49,21 @@ class TrainState:
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        """Restores a state saved by :meth:`state_dict` on the same kind of device. Another device
-        would draw other dropout masks and run other kernels: refused, never silently mixed."""
+        """Restores a state saved by :meth:`state_dict` on the same kind of device with the same CPU
+        threads. Another device draws other dropout masks and runs other kernels, and another thread
+        count splits reductions differently: refused, never silently mixed."""
         saved = state.get("device_type", "cpu")  # checkpoints before this field: CPU runs only
         if saved != self.device.type:
             raise ValueError(
                 f"this run's checkpoint was written on {saved}, but it would resume on "
                 f"{self.device.type}: rerun with --device {saved}, or --force to start over"
+            )
+        threads = state.get("threads", torch.get_num_threads())  # older checkpoints: not recorded
+        if threads != torch.get_num_threads():
+            raise ValueError(
+                f"this run's checkpoint was written with {threads} CPU threads, but it would resume with "
+                f"{torch.get_num_threads()} (the bits depend on it): rerun with --threads {threads}, "
+                "or --force to start over"
             )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
