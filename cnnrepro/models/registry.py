@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from cnnrepro.nn._backend import check_backend
+from cnnrepro.nn import check_backend
 
 
 @dataclass(frozen=True)

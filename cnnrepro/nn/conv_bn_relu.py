@@ -3,7 +3,7 @@
 import torch
 
 from cnnrepro import ops
-from cnnrepro.nn._backend import check_backend
+from cnnrepro.nn.backend import check_backend
 
 
 class ConvBNReLU2d(torch.nn.Sequential):

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from cnnrepro import ops
-from cnnrepro.nn._backend import check_backend
+from cnnrepro.nn.backend import check_backend
 
 
 class LocalResponseNorm(torch.nn.Module):

@@ -1,4 +1,5 @@
-"""The ``backend`` argument every cnnrepro module takes."""
+"""The ``backend`` argument every cnnrepro module and model builder takes: "custom" runs our kernels,
+"native" the PyTorch modules they replace."""
 
 BACKENDS = ("custom", "native")
 
