@@ -52,6 +52,7 @@ def write(path, data):
 writer.write_atomic = write
 """
 CTRL_C_AFTER_FIRST_CHECKPOINT = """
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (CI may start us ignoring it)
 import cnnrepro.train.engine as engine
 real = engine.save_atomic
 def save(state, path):
