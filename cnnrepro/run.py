@@ -114,19 +114,16 @@ def print_listing() -> None:
     print("datasets:", " ".join(list_datasets()))
 
 
-def environment(args, device: str) -> dict:
-    return {
+def environment(args, where: dict) -> dict:
+    """env.json: the command, the machine, the build and settings; ``where`` is run_environment's."""
+    return where | {
         "command": " ".join([Path(sys.executable).name, "-m", "cnnrepro.run", *sys.argv[1:]]),
         "machine": {
             "platform": platform.platform(),
             "processor": platform.processor() or platform.machine(),
             "cpus": os.cpu_count(),
         },
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "device": device,
-        "cuda_device": torch.cuda.get_device_name() if device == "cuda" else None,
-        "code_revision": cnnrepro.code_revision(),
+        "cuda_device": torch.cuda.get_device_name() if where["device"] == "cuda" else None,
         "build_info": cnnrepro.build_info(),
         "numerics": numerics_settings(),
         "profile": dataclasses.asdict(PROFILES[args.profile]),
@@ -135,9 +132,11 @@ def environment(args, device: str) -> dict:
     }
 
 
-def run_one(config: RunConfig, dataset, store: ResultsStore, device: str, verify: bool, where: dict):
+def run_one(config: RunConfig, dataset, store: ResultsStore, verify: bool, where: dict):
     """Trains (or resumes) one run, twice with verify; returns its runs.csv row and epoch rows.
-    ``where`` is the row's environment columns (device, threads, torch, code revision)."""
+    ``where`` is the row's environment columns (device, threads, torch, code revision); the run
+    trains on its device."""
+    device = where["device"]
     with tqdm(total=config.epochs, desc=f"  {config.model}", unit="epoch", leave=False) as bar:
 
         def show(result, epoch):
@@ -229,8 +228,9 @@ def main(argv=None) -> int:
             print(line, file=sys.stderr)
         for temp in remove_stale_temp_files(out):
             print(f"removed {temp}, left by an interrupted write", file=sys.stderr)
-        store.write_env(environment(args, device))
-        return run_plan(args, plan, dataset, store, device)
+        where = run_environment(device)
+        store.write_env(environment(args, where))
+        return run_plan(args, plan, dataset, store, where)
     except (UsageError, DownloadError, StoreError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -265,10 +265,10 @@ def needs_training(args, key: str, recorded: dict | None, epochs_recorded: int) 
     return False
 
 
-def run_plan(args, plan, dataset, store: ResultsStore, device: str) -> int:
+def run_plan(args, plan, dataset, store: ResultsStore, where: dict) -> int:
     """Trains every planned run not already recorded, recording each as it ends; returns the exit
     code. Ctrl-C stops it with one line: the run's finished epochs are checkpointed."""
-    profile, where = PROFILES[args.profile], run_environment(device)
+    profile = PROFILES[args.profile]
     done, epochs_recorded = store.finished(), store.epoch_counts()
     failures, rows = [], []
     for suite, config in tqdm(plan, desc=f"{profile.name} on {dataset.name}", unit="run"):
@@ -282,7 +282,7 @@ def run_plan(args, plan, dataset, store: ResultsStore, device: str) -> int:
         tqdm.write(f"{suite}: {config.model} seed {config.seed}")
         started = time.perf_counter()
         try:
-            run_row, epoch_rows = run_one(config, dataset, store, device, args.verify_determinism, where)
+            run_row, epoch_rows = run_one(config, dataset, store, args.verify_determinism, where)
         except KeyboardInterrupt:
             print(
                 f"\ninterrupted: {config.model} seed {config.seed} stopped after its last checkpointed "

@@ -105,6 +105,9 @@ RESULT_CHECKS = {
 }
 
 
+SCHEMAS = {RUNS_CSV: (RUN_FIELDS, RUN_CHECKS), RESULTS_CSV: (RESULT_FIELDS, RESULT_CHECKS)}
+
+
 def read_rows(path: Path, fields: list[str], checks: dict) -> tuple[list[dict], list[str]]:
     """The valid rows of a store CSV, and a description of each damaged one ("line N: why"). A
     missing or empty file has no rows; a file that is not text, or whose header is not a store's,
@@ -131,6 +134,20 @@ def read_rows(path: Path, fields: list[str], checks: dict) -> tuple[list[dict], 
     except csv.Error as error:
         return [], [f"not CSV ({error})"]
     return rows, damaged
+
+
+def read_valid_rows(path: Path) -> list[dict]:
+    """The rows of a store CSV (runs.csv or results.csv, by its name), every one validated; a
+    StoreError naming the file, the first damaged line and the way out if any is damaged."""
+    path = Path(path)
+    rows, damaged = read_rows(path, *SCHEMAS[path.name])
+    if damaged:
+        more = f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""
+        raise StoreError(
+            f"{path} is damaged: {damaged[0]}{more}. Rerun the runner with --repair to drop what is "
+            "damaged and record those runs again from their checkpoints"
+        )
+    return rows
 
 
 def _row_problem(row: dict, checks: dict) -> str:
@@ -162,24 +179,12 @@ class ResultsStore:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    @staticmethod
-    def _schema(name: str) -> tuple[list[str], dict]:
-        return (RUN_FIELDS, RUN_CHECKS) if name == RUNS_CSV else (RESULT_FIELDS, RESULT_CHECKS)
-
     def _read(self, name: str) -> list[dict]:
-        path = self.directory / name
-        rows, damaged = read_rows(path, *self._schema(name))
-        if damaged:
-            more = f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""
-            raise StoreError(
-                f"{path} is damaged: {damaged[0]}{more}. Rerun with --repair to drop what is damaged "
-                "and record those runs again from their checkpoints"
-            )
-        return rows
+        return read_valid_rows(self.directory / name)
 
     def _write(self, name: str, rows: list[dict]) -> None:
         out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=self._schema(name)[0])
+        writer = csv.DictWriter(out, fieldnames=SCHEMAS[name][0])
         writer.writeheader()
         writer.writerows(rows)
         write_atomic(self.directory / name, out.getvalue())
@@ -191,7 +196,7 @@ class ResultsStore:
         with self._locked():
             for name in (RUNS_CSV, RESULTS_CSV):
                 path = self.directory / name
-                rows, damaged = read_rows(path, *self._schema(name))
+                rows, damaged = read_rows(path, *SCHEMAS[name])
                 if damaged:
                     shutil.copyfile(path, path.with_name(f"{name}.damaged"))
                     self._write(name, rows)

@@ -7,17 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cnnrepro.store import (
-    ENV_JSON,
-    RESULT_CHECKS,
-    RESULT_FIELDS,
-    RESULTS_CSV,
-    RUN_CHECKS,
-    RUN_FIELDS,
-    RUNS_CSV,
-    StoreError,
-    read_rows,
-)
+from cnnrepro.store import ENV_JSON, RESULTS_CSV, RUNS_CSV, StoreError, read_valid_rows
 
 BENCH_FILES = {"speedups": "speedups.csv", "models": "models.csv", "loops": "loops.csv"}
 
@@ -42,17 +32,6 @@ def default_bench_dir(directory: Path) -> Path:
     return Path(directory).parent / "bench"
 
 
-def _validated(path: Path, fields: list[str], checks: dict) -> bool:
-    """Whether ``path`` holds rows; a StoreError naming the file and line if any is damaged."""
-    rows, damaged = read_rows(path, fields, checks)
-    if damaged:
-        raise StoreError(
-            f"{path} is damaged: {damaged[0]}. Rerun the runner's command with --repair to drop what "
-            "is damaged and record those runs again from their checkpoints"
-        )
-    return bool(rows)
-
-
 def _json(path: Path) -> dict:
     if not path.exists():
         return {}
@@ -70,12 +49,11 @@ def load_results(directory: Path, bench_dir: Path | None = None) -> Results:
             f"no results store in {directory}: {RUNS_CSV} is missing "
             "(train first: python -m cnnrepro.run --all --out DIR)"
         )
-    if not _validated(runs_csv, RUN_FIELDS, RUN_CHECKS):
+    if not read_valid_rows(runs_csv):
         raise NoResultsError(f"no runs in {runs_csv}: it holds no rows (train first, or rerun with --repair)")
     runs = pd.read_csv(runs_csv, dtype={"key": str, "weights_sha256": str})
     epochs_csv = directory / RESULTS_CSV
-    has_epochs = _validated(epochs_csv, RESULT_FIELDS, RESULT_CHECKS)
-    epochs = pd.read_csv(epochs_csv, dtype={"key": str}) if has_epochs else pd.DataFrame()
+    epochs = pd.read_csv(epochs_csv, dtype={"key": str}) if read_valid_rows(epochs_csv) else pd.DataFrame()
     env = _json(directory / ENV_JSON)
     bench_dir = Path(bench_dir) if bench_dir is not None else default_bench_dir(directory)
     bench = {name: pd.read_csv(bench_dir / f) for name, f in BENCH_FILES.items() if (bench_dir / f).exists()}
