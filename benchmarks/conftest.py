@@ -1,5 +1,5 @@
 """Benchmark fixtures; at the end of a run, the custom-vs-native table, and with --bench-out DIR
-the results files the report reads: speedups.csv (ops), models.csv, loops.csv and env.json."""
+the results files the report reads: speedups.csv (ops), models.csv, loops.csv, suite.csv and env.json."""
 
 import json
 from pathlib import Path
@@ -16,6 +16,7 @@ RESULT_FILES = {
     "op": ("speedups.csv", "native", "custom"),
     "model": ("models.csv", "native", "custom"),
     "loop": ("loops.csv", "dataloader", "runner"),
+    "suite": ("suite.csv", "local", "ray"),
 }
 
 

@@ -7,12 +7,9 @@ It only wires the pieces: experiments plan the runs, data loads the dataset, tra
 import argparse
 import dataclasses
 import fnmatch
-import json
 import os
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -21,11 +18,28 @@ from tqdm import tqdm
 import cnnrepro
 from cnnrepro import models
 from cnnrepro.data import DownloadError, list_datasets, load_dataset
-from cnnrepro.experiments import PROFILES, SUITES, plan_runs
+from cnnrepro.executors import (
+    EXECUTORS,
+    ExecutorError,
+    Job,
+    LocalExecutor,
+    RayExecutor,
+    RunInterrupted,
+    ray_missing_message,
+    run_environment,
+)
+from cnnrepro.experiments import PROFILES, SUITES, Shard, plan_runs
 from cnnrepro.files import remove_stale_temp_files
 from cnnrepro.report import write_report
 from cnnrepro.store import ResultsStore, StoreError
-from cnnrepro.train import RunConfig, numerics_settings, set_deterministic, train_run
+from cnnrepro.train import (
+    Replicas,
+    RunConfig,
+    TorchrunWorld,
+    numerics_settings,
+    set_deterministic,
+    torchrun_world,
+)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -50,7 +64,35 @@ def parse_args(argv=None) -> argparse.Namespace:
     how.add_argument("--backend", choices=["custom", "native"], default="custom")
     how.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="N")
     how.add_argument("--epochs", type=_positive, help="override the profile's epochs")
-    how.add_argument("--threads", type=_positive, help="CPU threads (torch.set_num_threads)")
+    how.add_argument(
+        "--threads", type=_positive, help="CPU threads per run (torch.set_num_threads; ray's default: 1)"
+    )
+    scale = parser.add_argument_group("scale out")
+    scale.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="local",
+        help="local: runs one after another here; ray: each run a Ray task (embedded cluster, or joins one)",
+    )
+    scale.add_argument(
+        "--ray-address",
+        metavar="HOST:PORT",
+        help="join this Ray cluster (default: $RAY_ADDRESS, else embedded)",
+    )
+    scale.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        help="where runs checkpoint (default: OUT/checkpoints; on a cluster: a filesystem all workers share)",
+    )
+    scale.add_argument(
+        "--shard",
+        type=Shard.parse,
+        metavar="I/N",
+        help="only shard I of N of the planned runs (Slurm arrays)",
+    )
+    scale.add_argument(
+        "--sync-bn", action="store_true", help="under torchrun: BatchNorm pools statistics over the ranks"
+    )
     out = parser.add_argument_group("output")
     out.add_argument("--out", type=Path, help="default: reports/<profile>-<dataset>/")
     out.add_argument("--force", action="store_true", help="retrain runs that already finished")
@@ -66,8 +108,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not (args.all or args.suite or args.models or args.list):
         parser.error("say what to run: --all, --suite NAME, --models PATTERN... (or --list)")
-    if args.device == "cuda" and not torch.cuda.is_available():
+    if args.device == "cuda" and args.executor == "local" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available here")
+    if args.ray_address and args.executor != "ray":
+        parser.error("--ray-address needs --executor ray")
+    world = torchrun_world()
+    if world:
+        if args.executor == "ray":
+            parser.error("--executor ray under torchrun: run the runner once, without torchrun")
+        if args.device == "cuda" and world.local_size > torch.cuda.device_count():
+            parser.error(
+                f"--device cuda: torchrun starts {world.local_size} processes on this node, "
+                f"but it has {torch.cuda.device_count()} CUDA devices (one each is needed)"
+            )
+    if args.sync_bn and not world:
+        parser.error("--sync-bn needs torchrun with more than one process")
+    if args.sync_bn and (args.device == "cpu" or not torch.cuda.is_available()):
+        parser.error("--sync-bn needs CUDA: torch's SyncBatchNorm runs on GPUs only")
     if len(set(args.seeds)) < len(args.seeds):
         print(
             f"note: --seeds {' '.join(map(str, args.seeds))} repeats a seed; each trains once",
@@ -114,69 +171,28 @@ def print_listing() -> None:
     print("datasets:", " ".join(list_datasets()))
 
 
-def environment(args, where: dict) -> dict:
-    """env.json: the command, the machine, the build and settings; ``where`` is run_environment's."""
-    return where | {
+def environment(args, device: str, threads: int, world) -> dict:
+    """env.json: the command, the machine, the build and settings, and how the runs were spread."""
+    return run_environment(device) | {
+        "threads": threads,
+        "executor": args.executor,
+        "world_size": world.size if world else 1,
+        "shard": str(args.shard) if args.shard else None,
         "command": " ".join([Path(sys.executable).name, "-m", "cnnrepro.run", *sys.argv[1:]]),
         "machine": {
             "platform": platform.platform(),
             "processor": platform.processor() or platform.machine(),
             "cpus": os.cpu_count(),
         },
-        "cuda_device": torch.cuda.get_device_name() if where["device"] == "cuda" else None,
+        "cuda_device": torch.cuda.get_device_name()
+        if device == "cuda" and torch.cuda.is_available()
+        else None,
         "build_info": cnnrepro.build_info(),
         "numerics": numerics_settings(),
         "profile": dataclasses.asdict(PROFILES[args.profile]),
         "seeds": args.seeds,
         "backend": args.backend,
     }
-
-
-def run_one(config: RunConfig, dataset, store: ResultsStore, verify: bool, where: dict):
-    """Trains (or resumes) one run, twice with verify; returns its runs.csv row and epoch rows.
-    ``where`` is the row's environment columns (device, threads, torch, code revision); the run
-    trains on its device."""
-    device = where["device"]
-    with tqdm(total=config.epochs, desc=f"  {config.model}", unit="epoch", leave=False) as bar:
-
-        def show(result, epoch):
-            bar.n = len(result.history)
-            if epoch is not None:
-                bar.set_postfix(loss=f"{epoch.train_loss:.3f}", test_acc=f"{epoch.test_acc:.3f}")
-            bar.refresh()
-
-        result = train_run(config, dataset, store.checkpoints, device, on_epoch=show)
-    determinism = "not checked"
-    if verify and result.status == "finished":
-        again = train_run(config, dataset, store.checkpoints / "verify", device)
-        determinism = "matched" if again.weights_sha256 == result.weights_sha256 else "MISMATCH"
-    last = result.history[-1] if result.history else None
-
-    def median_of(field: str):
-        return statistics.median(getattr(e, field) for e in result.history) if last else ""
-
-    common = {"key": config.key(), "model": config.model, "seed": config.seed, "backend": config.backend}
-    epoch_rows = [common | dataclasses.asdict(e) for e in result.history]
-    run_row = (
-        common
-        | {
-            "dataset": config.dataset,
-            "status": result.status,
-            "epochs": len(result.history),
-            "train_acc": last.train_acc if last else "",
-            "test_acc": last.test_acc if last else "",
-            "params": result.params,
-            "macs": result.macs,
-            "train_time_s": sum(e.epoch_time_s for e in result.history),
-            "train_examples_per_s": median_of("train_examples_per_s"),
-            "test_examples_per_s": median_of("test_examples_per_s"),
-            "weights_sha256": result.weights_sha256,
-            "determinism": determinism,
-            "config": json.dumps(dataclasses.asdict(config), sort_keys=True),
-        }
-        | where
-    )
-    return run_row, epoch_rows
 
 
 class UsageError(Exception):
@@ -196,12 +212,33 @@ def check_writable_directory(path: Path, what: str) -> None:
         raise UsageError(f"{what} {path} is not writable ({existing} is read-only to this user)")
 
 
-def plan_suite(args, profile, dataset_name: str) -> list[tuple[str, RunConfig]]:
-    return [
-        (suite, config)
+def plan_suite(args, profile, dataset_name: str, world_size: int = 1) -> list[tuple[str, RunConfig]]:
+    """(suite, config) of every planned run: in this shard if --shard, for torchrun's world size."""
+    parallel = {"world_size": world_size, "sync_bn": args.sync_bn} if world_size > 1 else {}
+    plan = [
+        (suite, dataclasses.replace(config, **parallel))
         for suite, model in selected_models(args)
         for config in plan_runs([model], profile, args.seeds, dataset_name, args.backend, args.epochs)
     ]
+    return [(suite, config) for suite, config in plan if args.shard is None or args.shard.holds(config.key())]
+
+
+def check_batches_split(plan, dataset, world_size: int) -> None:
+    """UsageError unless every planned run's batches split over torchrun's processes."""
+    for _, config in plan:
+        examples = min(len(dataset.train), config.train_subset or len(dataset.train))
+        try:
+            Replicas(0, world_size).check_batches(examples, config.batch_size)
+        except ValueError as error:
+            raise UsageError(f"{config.model} under torchrun: {error}") from None
+
+
+def pick_device(args, ray_executor) -> str:
+    """cuda where asked, or (auto) where this process, or Ray's cluster, has a GPU; else cpu."""
+    if args.device != "auto":
+        return args.device
+    has_gpu = ray_executor.has_gpus() if ray_executor else torch.cuda.is_available()
+    return "cuda" if has_gpu else "cpu"
 
 
 def main(argv=None) -> int:
@@ -209,29 +246,42 @@ def main(argv=None) -> int:
     if args.list:
         print_listing()
         return 0
+    if args.executor == "ray" and ray_missing_message():
+        print(f"error: {ray_missing_message()}", file=sys.stderr)
+        return 2
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = (
-        "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
-    )
     set_deterministic()
     profile = PROFILES[args.profile]
     dataset_name = args.dataset or profile.dataset
     out = args.out or Path("reports") / f"{profile.name}-{dataset_name}"
+    world = torchrun_world()
     # Everything the command asks for is checked before anything is written.
-    plan = plan_suite(args, profile, dataset_name)
+    plan = plan_suite(args, profile, dataset_name, world.size if world else 1)
+    executor = None
     try:
         check_writable_directory(out, "--out")
+        if args.checkpoint_dir:
+            check_writable_directory(args.checkpoint_dir, "--checkpoint-dir")
         dataset = load_dataset(dataset_name, args.data_dir)
-        store = ResultsStore(out)
-        for line in store.repair() if args.repair else []:
-            print(line, file=sys.stderr)
-        for temp in remove_stale_temp_files(out):
-            print(f"removed {temp}, left by an interrupted write", file=sys.stderr)
-        where = run_environment(device)
-        store.write_env(environment(args, where))
-        return run_plan(args, plan, dataset, store, where)
-    except (UsageError, DownloadError, StoreError) as error:
+        if world:
+            check_batches_split(plan, dataset, world.size)
+        ray_executor = RayExecutor(args.ray_address) if args.executor == "ray" else None
+        executor = ray_executor
+        device = pick_device(args, ray_executor)
+        replicas, rank_device = world.join(device, args.sync_bn) if world else (Replicas(), device)
+        executor = ray_executor or LocalExecutor(replicas, rank_device)
+        threads = args.threads or (1 if args.executor == "ray" else torch.get_num_threads())
+        store = ResultsStore(out) if replicas.writes else None
+        if store:
+            for line in store.repair() if args.repair else []:
+                print(line, file=sys.stderr)
+            for temp in remove_stale_temp_files(out):
+                print(f"removed {temp}, left by an interrupted write", file=sys.stderr)
+            store.write_env(environment(args, device, threads, world))
+        jobs = replicas.from_rank0(planned_jobs(args, plan, store, device, threads) if store else None)
+        return run_plan(args, plan, jobs, dataset, store, executor)
+    except (UsageError, DownloadError, StoreError, ExecutorError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except OSError as error:  # a full disk, a read-only mount: files are replaced whole, never torn
@@ -240,19 +290,23 @@ def main(argv=None) -> int:
             f"error: writing to {where} failed: {error.strerror}; nothing was half-written", file=sys.stderr
         )
         return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted; rerun the same command to go on", file=sys.stderr)
+    except RunInterrupted as stopped:
+        print(
+            f"\ninterrupted: {stopped} stopped after its last checkpointed epoch; rerun the same command "
+            "to resume",
+            file=sys.stderr,
+        )
         return 130
-
-
-def run_environment(device: str) -> dict:
-    """The columns of every runs.csv row that say where it ran (they change the bits too)."""
-    return {
-        "device": device,
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "code_revision": cnnrepro.code_revision(),
-    }
+    except KeyboardInterrupt:
+        print(
+            "\ninterrupted; rerun the same command to go on (finished epochs are checkpointed)",
+            file=sys.stderr,
+        )
+        return 130
+    finally:
+        if executor is not None:
+            executor.close()
+        TorchrunWorld.leave()
 
 
 def needs_training(args, key: str, recorded: dict | None, epochs_recorded: int) -> bool:
@@ -265,42 +319,56 @@ def needs_training(args, key: str, recorded: dict | None, epochs_recorded: int) 
     return False
 
 
-def run_plan(args, plan, dataset, store: ResultsStore, where: dict) -> int:
-    """Trains every planned run not already recorded, recording each as it ends; returns the exit
-    code. Ctrl-C stops it with one line: the run's finished epochs are checkpointed."""
-    profile = PROFILES[args.profile]
+def planned_jobs(args, plan, store: ResultsStore, device: str, threads: int) -> list[Job]:
+    """The planned runs not already recorded, as jobs (with --force: every run, its checkpoints
+    removed, its verification's included)."""
     done, epochs_recorded = store.finished(), store.epoch_counts()
-    failures, rows = [], []
-    for suite, config in tqdm(plan, desc=f"{profile.name} on {dataset.name}", unit="run"):
+    checkpoints = args.checkpoint_dir or store.checkpoints
+    jobs = []
+    for suite, config in plan:
         key = config.key()
         if not needs_training(args, key, done.get(key), epochs_recorded.get(key, 0)):
-            rows.append(done[key])
             continue
-        if args.force:  # everything that belongs to the run, its verification included
-            for checkpoint in (store.checkpoints / f"{key}.pt", store.checkpoints / "verify" / f"{key}.pt"):
+        if args.force:
+            for checkpoint in (checkpoints / f"{key}.pt", checkpoints / "verify" / f"{key}.pt"):
                 checkpoint.unlink(missing_ok=True)
-        tqdm.write(f"{suite}: {config.model} seed {config.seed}")
-        started = time.perf_counter()
-        try:
-            run_row, epoch_rows = run_one(config, dataset, store, args.verify_determinism, where)
-        except KeyboardInterrupt:
-            print(
-                f"\ninterrupted: {config.model} seed {config.seed} stopped after its last checkpointed "
-                "epoch; rerun the same command to resume",
-                file=sys.stderr,
+        jobs.append(Job(suite, config, checkpoints, device, threads, args.verify_determinism))
+    return jobs
+
+
+def run_plan(args, plan, jobs: list[Job], dataset, store: ResultsStore | None, executor) -> int:
+    """Trains the jobs on the executor, recording each run as its outcome arrives (``store`` None:
+    a torchrun rank other than 0, which trains and records nothing); returns the exit code."""
+    profile = PROFILES[args.profile]
+    failures = []
+    with tqdm(
+        total=len(plan),
+        initial=len(plan) - len(jobs),
+        desc=f"{profile.name} on {dataset.name}",
+        unit="run",
+        disable=store is None,
+    ) as bar:
+        for outcome in executor.run(jobs, dataset):
+            bar.update()
+            config = outcome.job.config
+            if store is None:
+                continue
+            if outcome.error is not None:
+                failures.append((config.model, outcome.error))
+                error = f"{type(outcome.error).__name__}: {outcome.error}"
+                tqdm.write(f"{config.model} seed {config.seed}: FAILED: {error}")
+                continue
+            tag = {"suite": outcome.job.suite, "profile": profile.name}
+            store.record_run(config.key(), [tag | r for r in outcome.epoch_rows], tag | outcome.run_row)
+            row = outcome.run_row
+            tqdm.write(
+                f"{outcome.job.suite}: {config.model} seed {config.seed}: {row['status']}, "
+                f"test acc {row['test_acc']}, {float(row['train_time_s']):.1f} s"
             )
-            return 130
-        except OSError:
-            raise  # the store's disk, not the run: main reports it
-        except Exception as error:  # one broken run must not stop the suite: record it, go on
-            failures.append((config.model, error))
-            tqdm.write(f"  FAILED: {type(error).__name__}: {error}")
-            continue
-        tag = {"suite": suite, "profile": profile.name}
-        store.record_run(key, [tag | r for r in epoch_rows], tag | run_row)
-        rows.append(tag | run_row)
-        elapsed = time.perf_counter() - started
-        tqdm.write(f"  {run_row['status']}: test acc {run_row['test_acc']}, {elapsed:.1f} s")
+    if store is None:
+        return 0
+    recorded = store.finished()
+    rows = [recorded[config.key()] for _, config in plan if config.key() in recorded]
     print_summary(rows, store.directory)
     if rows and not args.no_report:
         print(f"report: {write_report(store.directory)}")

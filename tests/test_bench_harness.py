@@ -72,3 +72,11 @@ def test_a_partial_run_updates_its_cases_and_keeps_the_others(bench):
     models = pd.read_csv(tmp_path / "bench" / "models.csv")
     assert sorted(models["direction"]) == ["inference", "train"]
     assert len(pd.read_csv(tmp_path / "bench" / "speedups.csv")) == 1
+
+
+def test_the_executor_overhead_case_pairs_local_with_ray(tmp_path):
+    pytest.importorskip("ray")
+    run_benchmarks(tmp_path, "test_per_run_overhead", "test_bench_suite.py")
+    (row,) = pd.read_csv(tmp_path / "bench" / "suite.csv").to_dict("records")
+    assert row["op"].startswith("lenet5") and row["local_median_s"] > 0 and row["ray_median_s"] > 0
+    assert row["speedup"] == pytest.approx(row["local_median_s"] / row["ray_median_s"])

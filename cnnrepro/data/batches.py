@@ -1,7 +1,7 @@
 """Seeded mini-batches from an in-memory split: no DataLoader, no workers, the same batches for
 the same generator state."""
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -32,12 +32,17 @@ def batches(
     augment: bool = False,
     drop_last: bool = False,
     augment_generator: torch.Generator | None = None,
+    share: Callable[[int], slice] | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(images, labels) batches over one pass of ``split``.
 
     The order is a permutation drawn from ``generator`` (shuffle=True), and augmentation draws
     from ``augment_generator`` (default: the same generator), so seeded generators give the same
     batches every time. Evaluation uses shuffle=False, augment=False: no randomness at all.
+
+    ``share(n)`` picks the rows of each batch of ``n`` to yield (a rank's share in data-parallel
+    training); the order and the augmentation are drawn for the whole batch all the same, so every
+    share is cut from the batches one process would see.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -49,7 +54,9 @@ def batches(
     stop = n - n % batch_size if drop_last else n
     for start in range(0, stop, batch_size):
         index = order[start : start + batch_size]
-        images = split.images[index]
+        rows = share(len(index)) if share is not None else slice(None)
         if augment:
-            images = random_crop_flip(images, augment_generator or generator)
-        yield images, split.labels[index]
+            images = random_crop_flip(split.images[index], augment_generator or generator)[rows]
+        else:
+            images = split.images[index[rows]]
+        yield images, split.labels[index[rows]]

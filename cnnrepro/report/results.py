@@ -9,7 +9,12 @@ import pandas as pd
 
 from cnnrepro.store import ENV_JSON, RESULTS_CSV, RUNS_CSV, StoreError, read_valid_rows
 
-BENCH_FILES = {"speedups": "speedups.csv", "models": "models.csv", "loops": "loops.csv"}
+BENCH_FILES = {
+    "speedups": "speedups.csv",
+    "models": "models.csv",
+    "loops": "loops.csv",
+    "suite": "suite.csv",
+}
 
 
 class NoResultsError(Exception):

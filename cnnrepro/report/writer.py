@@ -188,6 +188,23 @@ def kernels_section(results: Results, pngs: dict) -> str:
             ),
             html.table(_throughput(results.bench["loops"], "dataloader", "runner"), "loop-table", THROUGHPUT),
         ]
+    if "suite" in results.bench:
+        suite = results.bench["suite"]
+        shown = suite[["op", "direction", "shape", "layout"]].rename(columns={"op": "what", "layout": "how"})
+        shown["local s"], shown["ray s"] = suite["local_median_s"], suite["ray_median_s"]
+        shown["ray - local s"] = suite["ray_median_s"] - suite["local_median_s"]
+        shown["speedup"] = suite["speedup"]
+        parts += [
+            html.paragraph(
+                "Executors: a whole suite's wall time under --executor local and --executor ray, and one "
+                "small run's (ray - local: Ray's overhead per run, on a warm cluster); speedup = local / ray."
+            ),
+            html.table(
+                shown,
+                "suite-table",
+                {"local s": "{:.2f}", "ray s": "{:.2f}", "ray - local s": "{:+.2f}", "speedup": "{:.2f}x"},
+            ),
+        ]
     return "\n".join(parts)
 
 

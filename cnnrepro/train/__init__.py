@@ -15,14 +15,18 @@ from cnnrepro.train.engine import (
     weights_sha256,
 )
 from cnnrepro.train.recipe import RunConfig, build_model, lr_factor, make_optimizer, make_scheduler
+from cnnrepro.train.replicas import GlobalBatchDropout, Replicas, TorchrunWorld, torchrun_world
 from cnnrepro.train.seeding import derive_seed, numerics_settings, set_deterministic
 from cnnrepro.train.state import TrainState
 
 __all__ = [
     "EpochResult",
+    "GlobalBatchDropout",
     "PassStats",
+    "Replicas",
     "RunConfig",
     "RunResult",
+    "TorchrunWorld",
     "TrainState",
     "build_model",
     "derive_seed",
@@ -37,6 +41,7 @@ __all__ = [
     "set_deterministic",
     "train_epoch",
     "train_pass",
+    "torchrun_world",
     "train_run",
     "weights_sha256",
 ]

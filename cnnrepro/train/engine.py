@@ -24,6 +24,7 @@ from cnnrepro import models
 from cnnrepro.data import Dataset, Split, batches
 from cnnrepro.train.checkpoint import load_checkpoint, save_atomic
 from cnnrepro.train.recipe import RunConfig, build_model
+from cnnrepro.train.replicas import Replicas
 from cnnrepro.train.state import TrainState
 
 
@@ -71,33 +72,50 @@ def loss_of(output, labels, aux_weight: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, split: Split, batch_size: int) -> tuple[float, float]:
-    """(mean loss, accuracy) over a split, in eval mode, in order."""
+def evaluate(
+    model: torch.nn.Module, split: Split, batch_size: int, replicas: Replicas | None = None
+) -> tuple[float, float]:
+    """(mean loss, accuracy) over a split, in eval mode, in order. Many ``replicas`` each evaluate
+    their share of every batch with rank 0's buffers (BatchNorm's running statistics, which rank 0
+    checkpoints) and sum the results."""
+    replicas = replicas or Replicas()
     model.eval()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=split.images.device)
-    correct = torch.zeros((), dtype=torch.int64, device=split.images.device)
-    for images, labels in batches(split, batch_size, shuffle=False):
-        logits = model(images)
-        loss_sum += F.cross_entropy(logits, labels, reduction="sum")
-        correct += (logits.argmax(1) == labels).sum()
-    return loss_sum.item() / len(split), correct.item() / len(split)
+    replicas.align_buffers(model)
+    totals = torch.zeros(2, dtype=torch.float64, device=split.images.device)  # loss sum, correct
+    for images, labels in batches(split, batch_size, shuffle=False, share=replicas.share):
+        if len(labels):
+            logits = model(images)
+            totals[0] += F.cross_entropy(logits, labels, reduction="sum")
+            totals[1] += (logits.argmax(1) == labels).sum()
+    loss_sum, correct = replicas.all_sum(totals).tolist()
+    return loss_sum / len(split), correct / len(split)
 
 
 def train_run(
-    config: RunConfig, dataset: Dataset, checkpoint_dir: Path, device="cpu", on_epoch=None
+    config: RunConfig,
+    dataset: Dataset,
+    checkpoint_dir: Path,
+    device="cpu",
+    on_epoch=None,
+    replicas: Replicas | None = None,
 ) -> RunResult:
     """Trains (or resumes) one run; ``on_epoch(result, epoch_result)`` is called after each epoch's
-    checkpoint is on disk. A non-finite loss ends the run as "diverged"."""
+    checkpoint is on disk. A non-finite loss ends the run as "diverged". With many ``replicas``
+    (torchrun), every rank calls it alike and rank 0 alone writes the checkpoint."""
+    replicas = replicas or Replicas()
     checkpoint = Path(checkpoint_dir) / f"{config.key()}.pt"
     if config.input_size:
         dataset = dataset.resized(config.input_size)
     train, test = subset(dataset.train, config.train_subset), subset(dataset.test, config.test_subset)
     train, test = train.to(device), test.to(device)
+    if replicas.distributed:
+        replicas.check_batches(len(train), config.batch_size)
     model = build_model(config, dataset)
     size = (1, dataset.in_channels, dataset.image_size, dataset.image_size)
     macs = int(models.summary(model, size).iloc[-1]["macs"])  # on the CPU, before any training step
     model.to(device)
-    state = TrainState.create(config, model, steps_per_epoch=math.ceil(len(train) / config.batch_size))
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    state = TrainState.create(config, model, steps_per_epoch, replicas)
     result = RunResult(config, "running", params=models.count_parameters(model), macs=macs)
 
     saved = load_checkpoint(checkpoint)
@@ -114,12 +132,13 @@ def train_run(
             result.history.append(epoch)
             if len(result.history) == config.epochs:
                 result.status = "finished"
-        history = [dataclasses.asdict(e) for e in result.history]
-        save_atomic(
-            state.state_dict()
-            | {"config": dataclasses.asdict(config), "history": history, "status": result.status},
-            checkpoint,
-        )
+        if replicas.writes:
+            history = [dataclasses.asdict(e) for e in result.history]
+            save_atomic(
+                state.state_dict()
+                | {"config": dataclasses.asdict(config), "history": history, "status": result.status},
+                checkpoint,
+            )
         if on_epoch is not None:
             on_epoch(result, epoch)
     result.weights_sha256 = weights_sha256(model)
@@ -139,7 +158,9 @@ def train_pass(
 ) -> PassStats | None:
     """One pass of SGD steps over ``batch_source`` (any iterable of (images, labels)); None if the
     loss stopped being finite. The pass reads the device once, at its end: a non-finite step is
-    found then (its NaN has reached the weights, which a diverged run no longer uses)."""
+    found then (its NaN has reached the weights, which a diverged run no longer uses). Many replicas
+    each step on their share of every batch; the pass's statistics are summed over them."""
+    replicas = state.replicas
     state.model.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=state.device)
     correct = torch.zeros((), dtype=torch.int64, device=state.device)
@@ -153,18 +174,21 @@ def train_pass(
         if batch is None:
             break
         images, labels = batch
-        output = state.model(images)
+        output = state.network(images)
         loss = loss_of(output, labels, aux_weight)
         state.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * replicas.loss_scale() if replicas.distributed else loss).backward()
         state.optimizer.step()
         state.scheduler.step()
         logits = output[0] if isinstance(output, tuple) else output
         examples += len(labels)
         loss_sum += loss.detach().double() * len(labels)
         correct += (logits.argmax(1) == labels).sum()
-    total_loss = loss_sum.item()  # waits for the pass's last kernel, so the time is theirs on CUDA too
-    stats = PassStats(examples, total_loss, int(correct.item()), time.perf_counter() - start - batching_s)
+    totals = torch.stack([loss_sum, correct.double(), loss_sum.new_tensor(examples)])
+    # One read of the device: it waits for the pass's last kernel, so the time is theirs on CUDA too.
+    total_loss, total_correct, total_examples = replicas.all_sum(totals).tolist()
+    step_time = time.perf_counter() - start - batching_s
+    stats = PassStats(int(total_examples), total_loss, int(total_correct), step_time)
     return stats if math.isfinite(total_loss) else None
 
 
@@ -175,13 +199,18 @@ def train_epoch(
     stopped being finite."""
     start = time.perf_counter()
     source = batches(
-        train, config.batch_size, state.data_rng, augment=augment, augment_generator=state.augment_rng
+        train,
+        config.batch_size,
+        state.data_rng,
+        augment=augment,
+        augment_generator=state.augment_rng,
+        share=state.replicas.share,
     )
     stats = train_pass(state, source, config.aux_weight)
     if stats is None:
         return None
     test_start = time.perf_counter()
-    test_loss, test_acc = evaluate(state.model, test, config.batch_size)
+    test_loss, test_acc = evaluate(state.model, test, config.batch_size, state.replicas)
     test_time = time.perf_counter() - test_start
     return EpochResult(
         number,

@@ -38,17 +38,32 @@ class RunConfig:
     train_subset: int | None = None  # the first N training examples only (profiles)
     test_subset: int | None = None
     model_config: tuple[tuple[str, object], ...] = ()  # extra builder arguments, as sorted pairs
+    # Data parallelism (torchrun): the processes sharing each batch, and whether BatchNorm pools
+    # their statistics (per rank otherwise). Both change the bits, so both name the run.
+    world_size: int = 1
+    sync_bn: bool = False
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
             raise ValueError(f"epochs and batch_size must be >= 1 and lr > 0, got {self}")
+        if self.world_size < 1 or (self.sync_bn and self.world_size == 1):
+            raise ValueError(f"world_size must be >= 1, and sync_bn needs more than one, got {self}")
 
     def key(self) -> str:
-        """The run's identity: a hash of every field."""
-        text = json.dumps(dataclasses.asdict(self), sort_keys=True, default=str)
+        """The run's identity: a hash of every field. Fields added since the first results
+        (``ADDED_FIELDS``) count only when they differ from their default, so every earlier key,
+        checkpoint and store row still names its run."""
+        fields = dataclasses.asdict(self)
+        for name, default in ADDED_FIELDS.items():
+            if fields[name] == default:
+                del fields[name]
+        text = json.dumps(fields, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+ADDED_FIELDS = {"world_size": 1, "sync_bn": False}
 
 
 def build_model(config: RunConfig, dataset: Dataset, device="cpu") -> torch.nn.Module:

@@ -6,11 +6,12 @@ which a CPU-only checkpoint would miss). A run resumed from ``state_dict()`` tak
 step as one that never stopped.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from cnnrepro.train.recipe import RunConfig, make_optimizer, make_scheduler
+from cnnrepro.train.replicas import Replicas
 from cnnrepro.train.seeding import derive_seed, generator
 
 
@@ -22,16 +23,27 @@ class TrainState:
     data_rng: torch.Generator  # the order of the training batches
     augment_rng: torch.Generator  # crops and flips
     device: torch.device
+    replicas: Replicas = field(default_factory=Replicas)  # the processes training this run together
+    network: torch.nn.Module | None = None  # what training calls: the model, or its DDP wrapper
+
+    def __post_init__(self):
+        if self.network is None:
+            self.network = self.model
 
     @classmethod
-    def create(cls, config: RunConfig, model: torch.nn.Module, steps_per_epoch: int) -> "TrainState":
-        """A fresh state for ``model`` (already on its device); seeds the dropout generators."""
+    def create(
+        cls, config: RunConfig, model: torch.nn.Module, steps_per_epoch: int, replicas: Replicas | None = None
+    ) -> "TrainState":
+        """A fresh state for ``model`` (already on its device), wrapped for ``replicas`` when they
+        are many; seeds the dropout generators (every rank alike)."""
+        replicas = replicas or Replicas()
         device = next(model.parameters()).device
+        network = replicas.wrap(model)
         optimizer = make_optimizer(config, model)
         scheduler = make_scheduler(config, optimizer, steps_per_epoch * config.epochs)
         torch.manual_seed(derive_seed(config.seed, "dropout"))  # the CPU's and every CUDA device's
         data_rng, augment_rng = generator(config.seed, "data"), generator(config.seed, "augment")
-        return cls(model, optimizer, scheduler, data_rng, augment_rng, device)
+        return cls(model, optimizer, scheduler, data_rng, augment_rng, device, replicas, network)
 
     def state_dict(self) -> dict:
         state = {

@@ -1,0 +1,140 @@
+"""The runs of a suite as Ray tasks (--executor ray): the same weights as in-process, a worker killed
+mid-run resumes to the same weights, and a killed driver's rerun records every run once.
+
+Each runner command starts its own embedded cluster on 127.0.0.1 and shuts it down; the worker-kill
+test starts a cluster with ``ray start`` and stops it after. Every command is bounded in time."""
+
+import csv
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("ray")
+
+RAY = Path(sys.executable).parent / "ray"
+TASK_TITLE = b"ray::_ray_task"  # the process title of a worker running a run (executors._ray_task)
+
+
+# No usage reports (no network here); a cluster from `ray start` checks the token in ~/.ray.
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
+
+
+def runner(argv: list[str], **popen) -> subprocess.Popen:
+    env = os.environ | RAY_ENV
+    return subprocess.Popen(
+        [sys.executable, "-m", "cnnrepro.run", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        **popen,
+    )
+
+
+def finish(process: subprocess.Popen, timeout=300) -> tuple[int, str]:
+    out, err = process.communicate(timeout=timeout)
+    return process.returncode, out + err
+
+
+def hashes(out: Path) -> dict[str, str]:
+    with open(out / "runs.csv", newline="") as f:
+        return {row["key"]: row["weights_sha256"] for row in csv.DictReader(f)}
+
+
+def recorded_keys(out: Path) -> list[str]:
+    with open(out / "runs.csv", newline="") as f:
+        return [row["key"] for row in csv.DictReader(f)]
+
+
+def local_hashes(argv: list[str], out: Path) -> dict[str, str]:
+    code, said = finish(runner([*argv, "--threads", "1", "--out", str(out)]))
+    assert code == 0, said[-3000:]
+    return hashes(out)
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def task_workers() -> list[int]:
+    """PIDs of Ray workers running a run now."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "cmdline").read_bytes().startswith(TASK_TITLE):
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+def test_smoke_suite_under_ray_records_the_local_executors_hashes(tmp_path):
+    argv = ["--all", "--profile", "smoke", "--no-report"]
+    code, said = finish(runner([*argv, "--executor", "ray", "--out", str(tmp_path / "ray")]))
+    assert code == 0, said[-3000:]
+    on_ray = hashes(tmp_path / "ray")
+    assert len(on_ray) == 15 and on_ray == local_hashes(argv, tmp_path / "local")
+    with open(tmp_path / "ray" / "runs.csv", newline="") as f:
+        assert {row["threads"] for row in csv.DictReader(f)} == {"1"}
+
+
+@pytest.fixture
+def ray_cluster():
+    """A one-node cluster on 127.0.0.1 with 2 CPUs; its address. Stopped after the test."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = [RAY, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2"]
+    env = os.environ | RAY_ENV
+    subprocess.run(
+        [*start, "--include-dashboard", "false"], check=True, timeout=120, env=env, capture_output=True
+    )
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([RAY, "stop", "--force"], timeout=120, capture_output=True, env=env)
+
+
+def test_a_worker_killed_mid_run_is_retried_and_ends_with_the_uninterrupted_weights(ray_cluster, tmp_path):
+    argv = ["--models", "resnet56", "--profile", "smoke", "--epochs", "8", "--no-report"]
+    out = tmp_path / "ray"
+    process = runner([*argv, "--executor", "ray", "--ray-address", ray_cluster, "--out", str(out)])
+    try:
+        wait_for(lambda: list((out / "checkpoints").glob("*.pt")), 120, "the run's first checkpoint")
+        [worker] = wait_for(task_workers, 30, "the run's worker")
+        os.kill(worker, signal.SIGKILL)
+        code, said = finish(process)
+    finally:
+        process.kill()
+    assert code == 0, said[-3000:]
+    assert "will be retried" in said  # Ray's own line: the task ran again, resuming its checkpoint
+    assert worker not in task_workers()
+    assert hashes(out) == local_hashes(argv, tmp_path / "local")
+
+
+def test_a_killed_driver_rerun_records_every_run_once(tmp_path):
+    argv = ["--suite", "degradation", "--profile", "smoke", "--epochs", "3", "--no-report"]
+    argv += ["--executor", "ray", "--out", str(tmp_path)]
+    driver = runner(argv, start_new_session=True)
+    try:
+        wait_for(lambda: list((tmp_path / "checkpoints").glob("*.pt")), 120, "a first checkpoint")
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.communicate(timeout=60)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)  # what Ray left of its embedded cluster
+    code, said = finish(runner(argv))
+    assert code == 0, said[-3000:]
+    keys = recorded_keys(tmp_path)
+    assert len(keys) == len(set(keys)) == 8
