@@ -235,9 +235,11 @@ def check_batches_split(plan, dataset, world_size: int) -> None:
 
 def pick_device(args, ray_executor) -> str:
     """cuda where asked, or (auto) where this process, or Ray's cluster, has a GPU; else cpu."""
+    has_gpu = ray_executor.has_gpus() if ray_executor else torch.cuda.is_available()
+    if args.device == "cuda" and not has_gpu:  # a Ray cluster without GPUs would queue tasks forever
+        raise UsageError("--device cuda: the Ray cluster has no GPU")
     if args.device != "auto":
         return args.device
-    has_gpu = ray_executor.has_gpus() if ray_executor else torch.cuda.is_available()
     return "cuda" if has_gpu else "cpu"
 
 

@@ -138,3 +138,12 @@ def test_a_killed_driver_rerun_records_every_run_once(tmp_path):
     assert code == 0, said[-3000:]
     keys = recorded_keys(tmp_path)
     assert len(keys) == len(set(keys)) == 8
+
+
+def test_cuda_on_a_cluster_without_gpus_is_one_clear_error(tmp_path):
+    """Its tasks would wait for a GPU forever."""
+    code, said = finish(
+        runner(["--models", "lenet5", "--executor", "ray", "--device", "cuda", "--out", str(tmp_path)])
+    )
+    assert code == 2 and "error: --device cuda: the Ray cluster has no GPU" in said
+    assert "Traceback" not in said and not (tmp_path / "runs.csv").exists()

@@ -104,7 +104,10 @@ def write_bench(directory):
             True,
         )
     ]
-    for name, rows in (("speedups", speedups), ("models", models), ("loops", loops)):
+    suite = [
+        bench_row("degradation (quick)", "8 runs", "2 cores", "1 x 2 / 2 x 1", {"local": 300.0, "ray": 240.0})
+    ]
+    for name, rows in (("speedups", speedups), ("models", models), ("loops", loops), ("suite", suite)):
         pd.DataFrame(rows).to_csv(directory / f"{name}.csv", index=False)
     (directory / "env.json").write_text(json.dumps({"torch": "2.13.0", "threads": 2}))
 
@@ -177,6 +180,7 @@ def test_every_section_and_figure_is_present(report_dir):
         "kernel-table",
         "model-speed-table",
         "loop-table",
+        "suite-table",
         "reproducibility-table",
         "claims-table",
         "environment-table",
@@ -242,6 +246,13 @@ def test_kernel_and_degradation_tables_show_the_data(report_dir):
     )
     (lenet,) = tables_["loop-table"]
     assert lenet["runner examples/s"] == "10,000" and lenet["speedup"] == "3.00x"
+    (suite,) = tables_["suite-table"]
+    assert (suite["local s"], suite["ray s"], suite["ray - local s"], suite["speedup"]) == (
+        "300.00",
+        "240.00",
+        "-60.00",
+        "1.25x",
+    )
     repro = tables_["reproducibility-table"]
     assert {r["determinism"] for r in repro} == {"matched", "not checked"}
     assert all(len(r["weights_sha256"]) == 64 for r in repro)

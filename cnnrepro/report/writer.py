@@ -190,7 +190,9 @@ def kernels_section(results: Results, pngs: dict) -> str:
         ]
     if "suite" in results.bench:
         suite = results.bench["suite"]
-        shown = suite[["op", "direction", "shape", "layout"]].rename(columns={"op": "what", "layout": "how"})
+        shown = suite[["op", "direction", "shape", "layout"]].set_axis(
+            ["what", "size", "machine", "how"], axis=1
+        )
         shown["local s"], shown["ray s"] = suite["local_median_s"], suite["ray_median_s"]
         shown["ray - local s"] = suite["ray_median_s"] - suite["local_median_s"]
         shown["speedup"] = suite["speedup"]
