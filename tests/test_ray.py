@@ -147,3 +147,21 @@ def test_cuda_on_a_cluster_without_gpus_is_one_clear_error(tmp_path):
     )
     assert code == 2 and "error: --device cuda: the Ray cluster has no GPU" in said
     assert "Traceback" not in said and not (tmp_path / "runs.csv").exists()
+
+
+def test_a_run_that_raises_is_an_outcome_with_its_own_error_and_the_others_go_on(tmp_path):
+    from cnnrepro.data import load_dataset
+    from cnnrepro.executors import Job, RayExecutor
+    from cnnrepro.train import RunConfig
+
+    broken = RunConfig("alexnet", "mnist5k", input_size=8, width=0.125, train_subset=64, test_subset=32)
+    fine = RunConfig("lenet5", "mnist5k", batch_size=32, width=0.125, train_subset=64, test_subset=32)
+    jobs = [Job("selected", config, tmp_path, "cpu", 1, False) for config in (broken, fine)]
+    executor = RayExecutor()
+    try:
+        outcomes = {o.job.config.model: o for o in executor.run(jobs, load_dataset("mnist5k"))}
+    finally:
+        executor.close()
+    assert isinstance(outcomes["alexnet"].error, RuntimeError)  # the run's own exception, not Ray's
+    assert "smaller than the dilated kernel" in str(outcomes["alexnet"].error)
+    assert outcomes["lenet5"].error is None and outcomes["lenet5"].run_row["status"] == "finished"
