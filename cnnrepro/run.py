@@ -31,7 +31,8 @@ from cnnrepro.executors import (
 from cnnrepro.experiments import PROFILES, SUITES, Shard, plan_runs
 from cnnrepro.files import remove_stale_temp_files
 from cnnrepro.report import write_report
-from cnnrepro.store import ResultsStore, StoreError
+from cnnrepro.report.compare import compare, load_store, verdict_counts
+from cnnrepro.store import RUNS_CSV, ResultsStore, StoreError
 from cnnrepro.train import (
     Replicas,
     RunConfig,
@@ -40,6 +41,8 @@ from cnnrepro.train import (
     set_deterministic,
     torchrun_world,
 )
+
+REFERENCES = Path(__file__).resolve().parent.parent / "reports" / "reference"  # shipped with the code
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -97,6 +100,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     out.add_argument("--out", type=Path, help="default: reports/<profile>-<dataset>/")
     out.add_argument("--force", action="store_true", help="retrain runs that already finished")
     out.add_argument("--no-report", action="store_true", help="skip writing the report at the end")
+    out.add_argument(
+        "--against",
+        type=Path,
+        metavar="REF",
+        help="judge the runs against this store's (default: the shipped reference for the profile and "
+        "dataset, reports/reference/<profile>-<dataset>/, when there is one)",
+    )
+    out.add_argument("--no-compare", action="store_true", help="judge the runs against no reference")
     out.add_argument(
         "--verify-determinism", action="store_true", help="train every run twice, compare weights"
     )
@@ -372,11 +383,40 @@ def run_plan(args, plan, jobs: list[Job], dataset, store: ResultsStore | None, e
     recorded = store.finished()
     rows = [recorded[config.key()] for _, config in plan if config.key() in recorded]
     print_summary(rows, store.directory)
+    reference = reference_store(args)
+    compared = reference if rows and reference and print_verdicts(store.directory, reference) else None
     if rows and not args.no_report:
-        print(f"report: {write_report(store.directory)}")
+        print(f"report: {write_report(store.directory, against=compared)}")
     for model, error in failures:
         print(f"FAILED {model}: {error}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def reference_store(args) -> Path | None:
+    """The store to judge this command's runs against: --against, else the shipped reference of
+    the profile and dataset if there is one; None with --no-compare."""
+    if args.no_compare:
+        return None
+    if args.against:
+        return args.against
+    profile = PROFILES[args.profile]
+    shipped = REFERENCES / f"{profile.name}-{args.dataset or profile.dataset}"
+    return shipped if (shipped / RUNS_CSV).exists() else None
+
+
+def print_verdicts(directory: Path, reference: Path) -> bool:
+    """Did these runs reproduce the reference's? One line of counts (the report has the table);
+    False, saying why, if the reference cannot be compared with."""
+    try:
+        table = compare(load_store(reference, "--against"), load_store(directory, "--out"))
+    except StoreError as error:
+        print(f"not compared with a reference: {error}", file=sys.stderr)
+        return False
+    print(
+        f"against {reference}: {verdict_counts(table)} "
+        f"(per run: python -m cnnrepro.compare {reference} {directory})"
+    )
+    return True
 
 
 def print_summary(rows: list[dict], out: Path) -> None:

@@ -60,6 +60,9 @@ RUN_FIELDS = [
     "code_revision",
 ]
 RUN_ENVIRONMENT = ("device", "threads", "torch", "code_revision")  # absent in older stores
+# The version of this layout, in env.json ("store_schema"; absent: 1). Raise it when a column's
+# meaning changes: stores of different versions are not compared.
+STORE_SCHEMA = 1
 STATUSES = ("finished", "diverged")
 
 
@@ -227,6 +230,7 @@ class ResultsStore:
         return counts
 
     def write_env(self, env: dict) -> None:
+        env = env | {"store_schema": STORE_SCHEMA}
         with self._locked():
             write_atomic(
                 self.directory / ENV_JSON, json.dumps(env, indent=2, sort_keys=True, default=str) + "\n"

@@ -16,9 +16,15 @@ def main(argv=None) -> int:
         type=Path,
         help="benchmark results to include (default: DIR/../bench, where make bench writes)",
     )
+    parser.add_argument(
+        "--against",
+        type=Path,
+        metavar="REF",
+        help="add a Reproduction section: these runs judged against REF's",
+    )
     args = parser.parse_args(argv)
     try:
-        index = write_report(args.directory, args.bench)
+        index = write_report(args.directory, args.bench, args.against)
     except (NoResultsError, StoreError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

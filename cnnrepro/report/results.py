@@ -46,7 +46,9 @@ def _json(path: Path) -> dict:
         raise StoreError(f"{path} is damaged ({error}); rerun the runner to write it again") from error
 
 
-def load_results(directory: Path, bench_dir: Path | None = None) -> Results:
+def read_store(directory: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """A results store's runs.csv, results.csv and env.json, every row validated; NoResultsError if
+    it has no runs.csv or no rows in it, StoreError if a file is damaged."""
     directory = Path(directory)
     runs_csv = directory / RUNS_CSV
     if not runs_csv.exists():
@@ -59,8 +61,12 @@ def load_results(directory: Path, bench_dir: Path | None = None) -> Results:
     runs = pd.read_csv(runs_csv, dtype={"key": str, "weights_sha256": str})
     epochs_csv = directory / RESULTS_CSV
     epochs = pd.read_csv(epochs_csv, dtype={"key": str}) if read_valid_rows(epochs_csv) else pd.DataFrame()
-    env = _json(directory / ENV_JSON)
+    return runs, epochs, _json(directory / ENV_JSON)
+
+
+def load_results(directory: Path, bench_dir: Path | None = None) -> Results:
+    runs, epochs, env = read_store(directory)
     bench_dir = Path(bench_dir) if bench_dir is not None else default_bench_dir(directory)
     bench = {name: pd.read_csv(bench_dir / f) for name, f in BENCH_FILES.items() if (bench_dir / f).exists()}
     bench_env = _json(bench_dir / "env.json")
-    return Results(directory, runs, epochs, env, bench_dir, bench, bench_env)
+    return Results(Path(directory), runs, epochs, env, bench_dir, bench, bench_env)

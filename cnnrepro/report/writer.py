@@ -9,6 +9,7 @@ import pandas as pd
 from cnnrepro.files import write_atomic
 from cnnrepro.report import figures, html, tables
 from cnnrepro.report.claims import check_claims
+from cnnrepro.report.compare import DEFAULT_TOLERANCE, compare, load_store, verdict_counts
 from cnnrepro.report.results import Results, load_results
 from cnnrepro.revision import code_revision
 
@@ -25,10 +26,16 @@ SUMMARY_FORMATS = {
 }
 
 
-def write_report(directory: Path, bench_dir: Path | None = None) -> Path:
-    """Regenerates every report file in ``directory``; returns the path of index.html."""
+def write_report(directory: Path, bench_dir: Path | None = None, against: Path | None = None) -> Path:
+    """Regenerates every report file in ``directory``; returns the path of index.html. With
+    ``against`` (another store: a reference), adds a Reproduction section judging this store's runs
+    against it (and writes compare.csv)."""
     directory = Path(directory)
     results = load_results(directory, bench_dir)
+    reproduction = None
+    if against is not None:
+        reproduction = compare(load_store(against, "--against"), load_store(directory, "the report's store"))
+        write_atomic(directory / "compare.csv", reproduction.to_csv(index=False))
     summary = tables.summary_table(results.runs)
     curves = tables.degradation_curves(results.runs, results.epochs)
     degradation = tables.degradation_table(curves)
@@ -63,6 +70,7 @@ def write_report(directory: Path, bench_dir: Path | None = None) -> Path:
         ("degradation", "Depth: plain vs residual", degradation_section(pngs, degradation)),
         ("kernels", "Kernels and whole-model speed", kernels_section(results, pngs)),
         ("reproducibility", "Reproducibility", reproducibility_section(results.runs)),
+        *([("reproduction", "Reproduction", reproduction_section(reproduction, against))] if against else []),
         ("claims", "Claims checked", claims_section(claims, results.env)),
         ("environment", "Environment, build and settings", environment_section(results)),
     ]
@@ -233,6 +241,29 @@ def reproducibility_section(runs: pd.DataFrame) -> str:
             html.table(tables.reproducibility_table(runs), "reproducibility-table"),
         ]
     )
+
+
+def reproduction_section(table: pd.DataFrame, against: Path) -> str:
+    differences = sorted({d for d in table["environment differences"] if d})
+    parts = [
+        html.paragraph(
+            f"These runs against {against}: {verdict_counts(table)}. Identical: the same weights hash. "
+            "Within noise: final test accuracy and training error each closer than the seed-to-seed "
+            f"spread of that config in either store, or {DEFAULT_TOLERANCE:.2f} where neither has two seeds "
+            "(the tolerance column says which)."
+        ),
+        html.table(
+            table.drop(columns=["key"]),
+            "reproduction-table",
+            {f"{m} {s}": "{:.4f}" for m in ("test acc", "train error") for s in "AB"}
+            | {"tolerance": "{:.4f}"},
+        ),
+    ]
+    if differences:
+        parts.append(
+            html.paragraph("Where the bits differ, the environments differ in: " + " | ".join(differences))
+        )
+    return "\n".join(parts)
 
 
 def claims_section(claims: pd.DataFrame, env: dict) -> str:
