@@ -7,6 +7,8 @@ It only wires the pieces: experiments plan the runs, data loads the dataset, tra
 import argparse
 import dataclasses
 import fnmatch
+import importlib.util
+import math
 import os
 import platform
 import sys
@@ -16,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 import cnnrepro
-from cnnrepro import models
+from cnnrepro import models, tensorboard
 from cnnrepro.data import DownloadError, list_datasets, load_dataset
 from cnnrepro.executors import (
     EXECUTORS,
@@ -40,6 +42,7 @@ from cnnrepro.train import (
     numerics_settings,
     set_deterministic,
     torchrun_world,
+    train_examples,
 )
 
 REFERENCES = Path(__file__).resolve().parent.parent / "reports" / "reference"  # shipped with the code
@@ -109,6 +112,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     out.add_argument("--no-compare", action="store_true", help="judge the runs against no reference")
     out.add_argument(
+        "--tensorboard",
+        type=Path,
+        metavar="DIR",
+        help="also write each run's per-epoch scalars as TensorBoard event files, a subdirectory per run",
+    )
+    out.add_argument(
         "--verify-determinism", action="store_true", help="train every run twice, compare weights"
     )
     out.add_argument(
@@ -121,6 +130,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("say what to run: --all, --suite NAME, --models PATTERN... (or --list)")
     if args.device == "cuda" and args.executor == "local" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available here")
+    if args.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        parser.error(
+            f"--tensorboard needs TensorBoard: {sys.executable} -m pip install 'cnnrepro[tensorboard]'"
+        )
     if args.ray_address and args.executor != "ray":
         parser.error("--ray-address needs --executor ray")
     world = torchrun_world()
@@ -237,9 +250,8 @@ def plan_suite(args, profile, dataset_name: str, world_size: int = 1) -> list[tu
 def check_batches_split(plan, dataset, world_size: int) -> None:
     """UsageError unless every planned run's batches split over torchrun's processes."""
     for _, config in plan:
-        examples = min(len(dataset.train), config.train_subset or len(dataset.train))
         try:
-            Replicas(0, world_size).check_batches(examples, config.batch_size)
+            Replicas(0, world_size).check_batches(train_examples(config, dataset), config.batch_size)
         except ValueError as error:
             raise UsageError(f"{config.model} under torchrun: {error}") from None
 
@@ -373,6 +385,9 @@ def run_plan(args, plan, jobs: list[Job], dataset, store: ResultsStore | None, e
                 continue
             tag = {"suite": outcome.job.suite, "profile": profile.name}
             store.record_run(config.key(), [tag | r for r in outcome.epoch_rows], tag | outcome.run_row)
+            if args.tensorboard:
+                steps = math.ceil(train_examples(config, dataset) / config.batch_size)
+                tensorboard.write_run(args.tensorboard, config, outcome.epoch_rows, steps)
             row = outcome.run_row
             tqdm.write(
                 f"{outcome.job.suite}: {config.model} seed {config.seed}: {row['status']}, "

@@ -19,9 +19,10 @@ def plan_runs(
     backend="custom",
     epochs: int | None = None,
 ) -> list[RunConfig]:
-    """The RunConfig of every (model, seed) under the profile."""
+    """The RunConfig of every (model, seed) under the profile (which may train its own variant of a
+    model: the d2l profile trains the book's networks)."""
     runs = []
-    for model in models:
+    for model in map(profile.model_for, models):
         recipe = profile.recipe(model)
         for seed in seeds:
             runs.append(

@@ -6,7 +6,7 @@ models.summary(model, (1, 1, 224, 224))
 models.load_torchvision_state_dict(models.get_model("resnet18"), torchvision_resnet18.state_dict())
 """
 
-from cnnrepro.models import alexnet, densenet, googlenet, lenet, nin, resnet, vgg  # noqa: F401  (register)
+from cnnrepro.models import alexnet, d2l, densenet, googlenet, lenet, nin, resnet, vgg  # noqa: F401  (register)
 from cnnrepro.models.cuda_determinism import nondeterministic_modules, nondeterministic_ops
 from cnnrepro.models.registry import (
     ModelInfo,

@@ -14,7 +14,14 @@ from cnnrepro.train.engine import (
     train_run,
     weights_sha256,
 )
-from cnnrepro.train.recipe import RunConfig, build_model, lr_factor, make_optimizer, make_scheduler
+from cnnrepro.train.recipe import (
+    RunConfig,
+    build_model,
+    lr_factor,
+    make_optimizer,
+    make_scheduler,
+    train_examples,
+)
 from cnnrepro.train.replicas import GlobalBatchDropout, Replicas, TorchrunWorld, torchrun_world
 from cnnrepro.train.seeding import derive_seed, numerics_settings, set_deterministic
 from cnnrepro.train.state import TrainState
@@ -40,6 +47,7 @@ __all__ = [
     "save_atomic",
     "set_deterministic",
     "train_epoch",
+    "train_examples",
     "train_pass",
     "torchrun_world",
     "train_run",

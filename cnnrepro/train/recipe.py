@@ -83,6 +83,11 @@ def build_model(config: RunConfig, dataset: Dataset, device="cpu") -> torch.nn.M
     return model.to(device)
 
 
+def train_examples(config: RunConfig, dataset: Dataset) -> int:
+    """How many training examples one epoch of the run sees (the profile's subset, if it has one)."""
+    return len(dataset.train) if config.train_subset is None else min(len(dataset.train), config.train_subset)
+
+
 def make_optimizer(config: RunConfig, model: torch.nn.Module) -> torch.optim.SGD:
     """SGD with the config's momentum and weight decay (on every parameter, as the papers do)."""
     return torch.optim.SGD(
