@@ -66,6 +66,15 @@ def features_classifier(features: torch.nn.Module, head: torch.nn.Module) -> tor
     return torch.nn.Sequential(OrderedDict(features=features, flatten=torch.nn.Flatten(), classifier=head))
 
 
+def init_glorot_linear(model: torch.nn.Module) -> torch.nn.Module:
+    """Glorot-uniform weights and zero biases for every linear layer (Glorot and Bengio 2010)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            torch.nn.init.xavier_uniform_(module.weight)
+            torch.nn.init.zeros_(module.bias)
+    return model
+
+
 def init_relu_network(model: torch.nn.Module, linear_std: float | None = 0.01) -> torch.nn.Module:
     """He-normal convs (fan_out) with zero biases, as torchvision's VGG; linear layers N(0,
     linear_std) with zero biases, or PyTorch's default where linear_std is None. PyTorch's default

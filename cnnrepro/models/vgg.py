@@ -7,6 +7,7 @@ from cnnrepro.models.blocks import (
     conv_bn_relu,
     features_classifier,
     flat_features,
+    init_glorot_linear,
     init_relu_network,
     max_pool,
     scaled,
@@ -44,6 +45,7 @@ CONFIGS = {
         "M",
     ],
 }
+LINEAR_INITS = ("glorot", "normal")  # the FC layers' init: Glorot and Bengio's, or the paper's N(0, 0.01)
 PUBLISHED = {"vgg11": 132_863_336, "vgg13": 133_047_848, "vgg16": 138_357_544, "vgg19": 143_667_240}
 
 
@@ -68,12 +70,16 @@ def _register(name: str, batch_norm: bool):
     config = CONFIGS[name]
     key = f"{name}_bn" if batch_norm else name
 
-    def build(num_classes, in_channels, backend, width, input_size=224, dropout=0.5):
+    def build(num_classes, in_channels, backend, width, input_size=224, dropout=0.5, linear_init="glorot"):
         feats = features(config, in_channels, width, batch_norm, backend)
         head = classifier(
             flat_features(feats, in_channels, input_size), scaled(4096, width), num_classes, dropout
         )
-        return init_relu_network(features_classifier(feats, head))
+        if linear_init not in LINEAR_INITS:
+            raise ValueError(f"linear_init must be one of {LINEAR_INITS}, got {linear_init!r}")
+        if linear_init == "normal":
+            return init_relu_network(features_classifier(feats, head))
+        return init_glorot_linear(init_relu_network(features_classifier(feats, head), linear_std=None))
 
     build.__doc__ = (
         f"VGG configuration {'ABDE'[list(CONFIGS).index(name)]} ({name}): 3x3 convs with padding 1, 2x2/2 "
@@ -83,7 +89,10 @@ def _register(name: str, batch_norm: bool):
             if batch_norm
             else ""
         )
-        + ". The first FC's width follows input_size (512x7x7 at 224, as in the paper)."
+        + ". The first FC's width follows input_size (512x7x7 at 224, as in the paper). He-normal convs "
+        "(torchvision's); FC layers Glorot-initialized, which the paper names as training without its "
+        "pre-training of net A (linear_init='normal': its N(0, 0.01), which leaves a narrow net at "
+        "chance for epochs: scripts/recipe_search.csv)."
     )
     return register_model(
         key,
