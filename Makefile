@@ -40,10 +40,14 @@ report: $(VENV)/.installed
 # The reference results shipped in reports/reference/ (make run judges its runs against them):
 # regenerate them, from scratch, whenever a change alters numerics, and commit the three files.
 REFERENCE_DIR ?= reports/reference/quick-mnist5k
+# Trained into a scratch directory, so the tracked files stay untouched (the runs' code revision is
+# then the commit's, not "+dirty"), and moved into place at the end.
 reference: $(VENV)/.installed
-	rm -rf $(REFERENCE_DIR)
-	$(PY) -m cnnrepro.run --all --no-report --no-compare --out $(REFERENCE_DIR)
-	rm -rf $(REFERENCE_DIR)/checkpoints $(REFERENCE_DIR)/.lock
+	rm -rf $(REFERENCE_DIR).new
+	$(PY) -m cnnrepro.run --all --no-report --no-compare --out $(REFERENCE_DIR).new
+	mkdir -p $(REFERENCE_DIR)
+	mv $(REFERENCE_DIR).new/runs.csv $(REFERENCE_DIR).new/results.csv $(REFERENCE_DIR).new/env.json $(REFERENCE_DIR)/
+	rm -rf $(REFERENCE_DIR).new
 
 demo: $(VENV)/.installed
 	$(PY) -m cnnrepro.demo
