@@ -6,6 +6,7 @@ recipe's config, ``nin`` and ``densenet-d2l`` are the book's layer for layer."""
 
 import torch
 
+from cnnrepro.models import alexnet as alexnet_module
 from cnnrepro.models import googlenet as googlenet_module
 from cnnrepro.models import vgg as vgg_module
 from cnnrepro.models.blocks import (
@@ -40,17 +41,7 @@ def alexnet_d2l(num_classes, in_channels, backend, width, input_size=224, dropou
     """d2l's AlexNet: conv 96-11x11/4 with padding 1 (the paper's has none, ours 2), no LRN, max-pool
     3x3/2, conv 256-5x5, max-pool, conv 384, 384, 256 (3x3), max-pool, FC 4096-4096-classes with
     dropout 0.5 (6400 inputs at 224). Otherwise as ``alexnet``: one tower."""
-    c1, c2, c3, c4, c5 = (scaled(c, width) for c in (96, 256, 384, 384, 256))
-    features = torch.nn.Sequential(
-        conv_relu(in_channels, c1, 11, 4, 1),
-        max_pool(3, 2, backend=backend),
-        conv_relu(c1, c2, 5, 1, 2),
-        max_pool(3, 2, backend=backend),
-        conv_relu(c2, c3, 3, 1, 1),
-        conv_relu(c3, c4, 3, 1, 1),
-        conv_relu(c4, c5, 3, 1, 1),
-        max_pool(3, 2, backend=backend),
-    )
+    features = alexnet_module.features_of(in_channels, width, backend, conv1_padding=1, with_lrn=False)
     head = classifier(
         flat_features(features, in_channels, input_size), scaled(4096, width), num_classes, dropout
     )
