@@ -8,6 +8,7 @@ run as its outcome arrives.
 """
 
 import dataclasses
+import functools
 import json
 import os
 import statistics
@@ -54,8 +55,15 @@ def run_environment(device: str) -> dict:
         "device": device.split(":")[0],
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
-        "code_revision": cnnrepro.code_revision(),
+        "code_revision": loaded_code_revision(),
     }
+
+
+@functools.cache
+def loaded_code_revision() -> str:
+    """The revision of the code this process imported, read once (a git call) per process: a Ray
+    worker reads its own, which on another node may be other code."""
+    return cnnrepro.code_revision()
 
 
 def train_job(job: Job, dataset, device: str | None = None, replicas=None, on_epoch=None):

@@ -14,6 +14,7 @@ import platform
 import sys
 from pathlib import Path
 
+import pandas as pd
 import torch
 from tqdm import tqdm
 
@@ -271,8 +272,9 @@ def main(argv=None) -> int:
     if args.list:
         print_listing()
         return 0
-    if args.executor == "ray" and ray_missing_message():
-        print(f"error: {ray_missing_message()}", file=sys.stderr)
+    missing = ray_missing_message() if args.executor == "ray" else None
+    if missing:
+        print(f"error: {missing}", file=sys.stderr)
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -292,7 +294,7 @@ def main(argv=None) -> int:
         if world:
             check_batches_split(plan, dataset, world.size)
         ray_executor = RayExecutor(args.ray_address) if args.executor == "ray" else None
-        executor = ray_executor
+        executor = ray_executor  # closed by `finally` even if what follows fails
         device = pick_device(args, ray_executor)
         replicas, rank_device = world.join(device, args.sync_bn) if world else (Replicas(), device)
         executor = ray_executor or LocalExecutor(replicas, rank_device)
@@ -399,9 +401,10 @@ def run_plan(args, plan, jobs: list[Job], dataset, store: ResultsStore | None, e
     rows = [recorded[config.key()] for _, config in plan if config.key() in recorded]
     print_summary(rows, store.directory)
     reference = reference_store(args)
-    compared = reference if rows and reference and print_verdicts(store.directory, reference) else None
+    judged = print_verdicts(store.directory, reference) if rows and reference else None
     if rows and not args.no_report:
-        print(f"report: {write_report(store.directory, against=compared)}")
+        against = reference if judged is not None else None
+        print(f"report: {write_report(store.directory, against=against, reproduction=judged)}")
     for model, error in failures:
         print(f"FAILED {model}: {error}", file=sys.stderr)
     return 1 if failures else 0
@@ -419,19 +422,19 @@ def reference_store(args) -> Path | None:
     return shipped if (shipped / RUNS_CSV).exists() else None
 
 
-def print_verdicts(directory: Path, reference: Path) -> bool:
-    """Did these runs reproduce the reference's? One line of counts (the report has the table);
-    False, saying why, if the reference cannot be compared with."""
+def print_verdicts(directory: Path, reference: Path) -> pd.DataFrame | None:
+    """Did these runs reproduce the reference's? Prints one line of counts and returns the table
+    (the report shows it); None, saying why, if the reference cannot be compared with."""
     try:
         table = compare(load_store(reference, "--against"), load_store(directory, "--out"))
     except StoreError as error:
         print(f"not compared with a reference: {error}", file=sys.stderr)
-        return False
+        return None
     print(
         f"against {reference}: {verdict_counts(table)} "
         f"(per run: python -m cnnrepro.compare {reference} {directory})"
     )
-    return True
+    return table
 
 
 def print_summary(rows: list[dict], out: Path) -> None:

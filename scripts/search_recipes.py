@@ -47,7 +47,7 @@ GRID = {
 def candidate_config(model: str, seed: int, overrides: dict) -> RunConfig:
     """The quick profile's config of ``model`` with ``overrides`` (RunConfig fields, or builder
     arguments that go into model_config)."""
-    (config,) = plan_runs([model], PROFILES["quick"], [seed], epochs=overrides.get("epochs"))
+    (config,) = plan_runs([model], PROFILES["quick"], [seed])
     fields = {k: v for k, v in overrides.items() if k in CONFIG_FIELDS}
     builder = {k: v for k, v in overrides.items() if k not in CONFIG_FIELDS}
     model_config = tuple(sorted({**dict(config.model_config), **builder}.items()))

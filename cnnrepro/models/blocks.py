@@ -66,12 +66,14 @@ def features_classifier(features: torch.nn.Module, head: torch.nn.Module) -> tor
     return torch.nn.Sequential(OrderedDict(features=features, flatten=torch.nn.Flatten(), classifier=head))
 
 
-def init_glorot_linear(model: torch.nn.Module) -> torch.nn.Module:
-    """Glorot-uniform weights and zero biases for every linear layer (Glorot and Bengio 2010)."""
+def init_glorot(model: torch.nn.Module, kinds=(torch.nn.Linear,), zero_biases=True) -> torch.nn.Module:
+    """Glorot-uniform weights (Glorot and Bengio 2010) for every layer of ``kinds``; their biases
+    zeroed, or left at PyTorch's default."""
     for module in model.modules():
-        if isinstance(module, torch.nn.Linear):
+        if isinstance(module, kinds):
             torch.nn.init.xavier_uniform_(module.weight)
-            torch.nn.init.zeros_(module.bias)
+            if zero_biases and module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
     return model
 
 

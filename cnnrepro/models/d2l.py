@@ -16,6 +16,7 @@ from cnnrepro.models.blocks import (
     conv_relu,
     features_classifier,
     flat_features,
+    init_glorot,
     max_pool,
     scaled,
 )
@@ -26,12 +27,9 @@ D2L = dict(num_classes=10, in_channels=1)  # Fashion-MNIST
 
 
 def init_xavier(model: torch.nn.Module) -> torch.nn.Module:
-    """The book's ``init_weights``: Xavier-uniform weights for every conv and linear layer, biases
+    """The book's ``init_weights``: Glorot-uniform weights for every conv and linear layer, biases
     left at PyTorch's default."""
-    for module in model.modules():
-        if isinstance(module, torch.nn.Conv2d | torch.nn.Linear):
-            torch.nn.init.xavier_uniform_(module.weight)
-    return model
+    return init_glorot(model, (torch.nn.Conv2d, torch.nn.Linear), zero_biases=False)
 
 
 @register_model(

@@ -7,7 +7,7 @@ from cnnrepro.models.blocks import (
     conv_bn_relu,
     features_classifier,
     flat_features,
-    init_glorot_linear,
+    init_glorot,
     init_relu_network,
     max_pool,
     scaled,
@@ -79,7 +79,7 @@ def _register(name: str, batch_norm: bool):
             raise ValueError(f"linear_init must be one of {LINEAR_INITS}, got {linear_init!r}")
         if linear_init == "normal":
             return init_relu_network(features_classifier(feats, head))
-        return init_glorot_linear(init_relu_network(features_classifier(feats, head), linear_std=None))
+        return init_glorot(init_relu_network(features_classifier(feats, head), linear_std=None))
 
     build.__doc__ = (
         f"VGG configuration {'ABDE'[list(CONFIGS).index(name)]} ({name}): 3x3 convs with padding 1, 2x2/2 "

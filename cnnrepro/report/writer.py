@@ -26,15 +26,23 @@ SUMMARY_FORMATS = {
 }
 
 
-def write_report(directory: Path, bench_dir: Path | None = None, against: Path | None = None) -> Path:
+def write_report(
+    directory: Path,
+    bench_dir: Path | None = None,
+    against: Path | None = None,
+    reproduction: pd.DataFrame | None = None,
+) -> Path:
     """Regenerates every report file in ``directory``; returns the path of index.html. With
     ``against`` (another store: a reference), adds a Reproduction section judging this store's runs
-    against it (and writes compare.csv)."""
+    against it (and writes compare.csv); ``reproduction`` is that judgement where the caller already
+    made it (compare() of the two stores)."""
     directory = Path(directory)
     results = load_results(directory, bench_dir)
-    reproduction = None
     if against is not None:
-        reproduction = compare(load_store(against, "--against"), load_store(directory, "the report's store"))
+        if reproduction is None:
+            reproduction = compare(
+                load_store(against, "--against"), load_store(directory, "the report's store")
+            )
         write_atomic(directory / "compare.csv", reproduction.to_csv(index=False))
     summary = tables.summary_table(results.runs)
     curves = tables.degradation_curves(results.runs, results.epochs)
