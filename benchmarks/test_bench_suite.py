@@ -1,4 +1,4 @@
-"""Whole suites: the quick profile's degradation suite (8 runs) under ``--executor ray`` with one-thread
+"""Whole suites: the quick profile's degradation suite (seed 0: 8 runs) under ``--executor ray`` with one-thread
 workers (as many as the machine has cores) against ``--executor local`` with every core in one run;
 and Ray's per-run overhead, one small run as a Ray task on a warm cluster against the same run in
 this process (from submitting it to its rows; 5 rounds after a warm-up). The suites are whole
@@ -23,7 +23,7 @@ pytest.importorskip("ray")
 CORES = os.cpu_count()
 SUITE = Case(
     "degradation (quick)",
-    "8 runs x 6 epochs",
+    "8 runs (seed 0) x 6 epochs",
     f"{CORES} cores",
     f"local: 1 run x {CORES} threads; ray: {CORES} runs x 1 thread",
     "cpu",
@@ -45,7 +45,7 @@ def time_rounds(benchmark, case: Case, impl: str, fn, setup, rounds: int, warmup
 @pytest.mark.parametrize("impl", ["local", "ray"])
 def test_degradation_suite(benchmark, tmp_path, impl):
     env = os.environ | {"RAY_USAGE_STATS_ENABLED": "0"}
-    argv = ["--suite", "degradation", "--profile", "quick", "--no-report", *COMMANDS[impl]]
+    argv = ["--suite", "degradation", "--profile", "quick", "--seeds", "0", "--no-report", *COMMANDS[impl]]
     outs = iter(range(10**6))
 
     def fresh_store():

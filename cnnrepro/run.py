@@ -69,7 +69,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     how.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     how.add_argument("--backend", choices=["custom", "native"], default="custom")
-    how.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="N")
+    how.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="every suite's seeds (default: the profile's, else 0)",
+    )
     how.add_argument("--epochs", type=_positive, help="override the profile's epochs")
     how.add_argument(
         "--threads", type=_positive, help="CPU threads per run (torch.set_num_threads; ray's default: 1)"
@@ -150,7 +156,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--sync-bn needs torchrun with more than one process")
     if args.sync_bn and (args.device == "cpu" or not torch.cuda.is_available()):
         parser.error("--sync-bn needs CUDA: torch's SyncBatchNorm runs on GPUs only")
-    if len(set(args.seeds)) < len(args.seeds):
+    if args.seeds and len(set(args.seeds)) < len(args.seeds):
         print(
             f"note: --seeds {' '.join(map(str, args.seeds))} repeats a seed; each trains once",
             file=sys.stderr,
@@ -169,10 +175,13 @@ def _positive(text: str) -> int:
     return value
 
 
-def selected_models(args) -> list[tuple[str, str]]:
-    """(suite, model) pairs to run, in suite order."""
+def selected_models(args, profile) -> list[tuple[str, str]]:
+    """(suite, model) pairs to run, in suite order: the suites' models but those the profile leaves
+    out, unless --models names them."""
     suites = sorted(SUITES) if args.all or (args.models and not args.suite) else args.suite
     pairs = [(suite, model) for suite in suites for model in SUITES[suite]]
+    if not args.models:
+        pairs = [(suite, model) for suite, model in pairs if model not in profile.left_out]
     if args.models:
         known = models.list_models()
         unknown = [p for p in args.models if not fnmatch.filter(known, p)]
@@ -198,6 +207,8 @@ def print_listing() -> None:
 
 def environment(args, device: str, threads: int, world) -> dict:
     """env.json: the command, the machine, the build and settings, and how the runs were spread."""
+    profile = PROFILES[args.profile]
+    suites = dict.fromkeys(suite for suite, _ in selected_models(args, profile))
     return run_environment(device) | {
         "threads": threads,
         "executor": args.executor,
@@ -214,8 +225,8 @@ def environment(args, device: str, threads: int, world) -> dict:
         else None,
         "build_info": cnnrepro.build_info(),
         "numerics": numerics_settings(),
-        "profile": dataclasses.asdict(PROFILES[args.profile]),
-        "seeds": args.seeds,
+        "profile": dataclasses.asdict(profile),
+        "seeds": {suite: list(suite_seeds(args, profile, suite)) for suite in suites},
         "backend": args.backend,
     }
 
@@ -237,13 +248,20 @@ def check_writable_directory(path: Path, what: str) -> None:
         raise UsageError(f"{what} {path} is not writable ({existing} is read-only to this user)")
 
 
+def suite_seeds(args, profile, suite: str) -> tuple[int, ...]:
+    """The seeds a suite trains: --seeds, else the profile's for that suite."""
+    return tuple(args.seeds) if args.seeds else profile.seeds(suite)
+
+
 def plan_suite(args, profile, dataset_name: str, world_size: int = 1) -> list[tuple[str, RunConfig]]:
     """(suite, config) of every planned run: in this shard if --shard, for torchrun's world size."""
     parallel = {"world_size": world_size, "sync_bn": args.sync_bn} if world_size > 1 else {}
     plan = [
         (suite, dataclasses.replace(config, **parallel))
-        for suite, model in selected_models(args)
-        for config in plan_runs([model], profile, args.seeds, dataset_name, args.backend, args.epochs)
+        for suite, model in selected_models(args, profile)
+        for config in plan_runs(
+            [model], profile, suite_seeds(args, profile, suite), dataset_name, args.backend, args.epochs
+        )
     ]
     return [(suite, config) for suite, config in plan if args.shard is None or args.shard.holds(config.key())]
 

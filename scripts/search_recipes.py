@@ -40,7 +40,11 @@ GRID = {
     "lenet5": grid(lr=(0.05, 0.1), width=(0.25, 1.0)),
     # VGG-11 without BatchNorm: the paper's N(0, 0.01) FC init against Glorot's, which it names.
     "vgg11": grid(lr=(0.02, 0.05), linear_init=("normal", "glorot")),
-    "nin": grid(lr=(0.005, 0.01), epochs=(6, 10)) + [dict(lr=0.01, width=0.5)],
+    # NiN: its class maps pass a ReLU before the global average, so a class whose map stays
+    # negative gets no gradient again; the question is how many steps, at what lr, it needs.
+    "nin": grid(lr=(0.005, 0.01), epochs=(6, 10))
+    + [dict(lr=0.01, width=0.5), dict(lr=0.01, epochs=20), dict(lr=0.01, epochs=12, batch_size=32)]
+    + [dict(lr=0.005, epochs=20, batch_size=32)],
 }
 
 

@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 
 from cnnrepro.compare import main as compare_main
+from cnnrepro.experiments import PROFILES
 from cnnrepro.report import write_report
 from cnnrepro.report.compare import DEFAULT_TOLERANCE, VERDICTS, compare, load_store
-from cnnrepro.run import REFERENCES
+from cnnrepro.run import REFERENCES, parse_args, plan_suite
 from cnnrepro.store import (
     ENV_JSON,
     RESULT_CHECKS,
@@ -180,3 +181,7 @@ def test_the_shipped_reference_loads_and_has_the_current_schema():
     assert store.env["store_schema"] == STORE_SCHEMA
     assert compare(store, store)["verdict"].eq("identical").all()
     assert not (reference / "checkpoints").exists()
+    # It holds make run's plan, run for run: a recipe change needs make reference.
+    args = parse_args(["--all"])
+    plan = plan_suite(args, PROFILES[args.profile], PROFILES[args.profile].dataset)
+    assert set(store.runs["key"]) == {config.key() for _, config in plan}, "make reference is due"

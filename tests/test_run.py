@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from cnnrepro.experiments import SUITES
-from cnnrepro.run import main
+from cnnrepro.experiments import PROFILES, SUITES
+from cnnrepro.run import main, parse_args, plan_suite
 
 
 def read_csv(path):
@@ -88,6 +88,29 @@ def test_bad_values_get_clear_errors(argv, message, tmp_path):
         [sys.executable, "-m", "cnnrepro.run", *argv, "--out", str(tmp_path)], capture_output=True, text=True
     )
     assert proc.returncode != 0 and message in proc.stderr
+
+
+def planned(argv) -> dict:
+    """{suite: {(model, seed), ...}} of the runs the command plans."""
+    args = parse_args(argv)
+    profile = PROFILES[args.profile]
+    plan = {}
+    for suite, config in plan_suite(args, profile, profile.dataset):
+        plan.setdefault(suite, set()).add((config.model, config.seed))
+    return plan
+
+
+def test_the_quick_profile_plans_three_degradation_seeds_and_leaves_out_depth_110():
+    plan = planned(["--all"])
+    assert plan["classic"] == {(m, 0) for m in SUITES["classic"]}
+    kept = [m for m in SUITES["degradation"] if m not in ("plain110", "resnet110")]
+    assert plan["degradation"] == {(m, seed) for m in kept for seed in (0, 1, 2)}
+    # --seeds names every suite's seeds; --models runs a left-out model; smoke leaves none out
+    assert planned(["--all", "--seeds", "5"])["degradation"] == {(m, 5) for m in kept}
+    assert planned(["--models", "plain110"])["degradation"] == {("plain110", s) for s in (0, 1, 2)}
+    assert {m for m, _ in planned(["--all", "--profile", "smoke"])["degradation"]} == set(
+        SUITES["degradation"]
+    )
 
 
 def test_list(capsys):

@@ -6,8 +6,8 @@ from cnnrepro.train import RunConfig
 SUITES = {
     # One network of each family in the lineage.
     "classic": ["lenet5", "alexnet", "vgg11", "nin", "googlenet", "resnet18", "densenet-d2l"],
-    # He et al. Figure 6: plain nets against their residual twins at depths spanning 5.5x.
-    "degradation": [f"{kind}{depth}" for depth in (20, 32, 56, 110) for kind in ("plain", "resnet")],
+    # He et al. Figure 6: plain nets against their residual twins, at every depth the figure shows.
+    "degradation": [f"{kind}{depth}" for depth in (20, 32, 44, 56, 110) for kind in ("plain", "resnet")],
 }
 
 
@@ -30,7 +30,7 @@ def plan_runs(
                     model=model,
                     dataset=dataset or profile.dataset,
                     seed=seed,
-                    epochs=epochs or profile.epochs,
+                    epochs=epochs or recipe.epochs or profile.epochs,
                     batch_size=recipe.batch_size or profile.batch_size,
                     lr=recipe.lr,
                     weight_decay=profile.weight_decay,

@@ -65,11 +65,25 @@ def accuracy_vs_cost(summary: pd.DataFrame) -> Figure:
 
 def degradation(curves: pd.DataFrame, table: pd.DataFrame, caption: str) -> Figure:
     """He et al. Figure 6: final training error against depth, plain vs residual (left), and the
-    per-epoch training error of every depth, plain (middle) and residual (right)."""
+    per-epoch training error of every depth, plain (middle) and residual (right). Lines are the mean
+    over seeds; bars and bands span the least to the greatest seed."""
     fig = Figure(figsize=(13, 4), layout="constrained")
     final_ax, plain_ax, residual_ax = fig.subplots(1, 3)
+    final = curves.sort_values("epoch").groupby(["kind", "depth"]).last()
     for kind in ("plain", "residual"):
-        final_ax.plot(table["depth"], 100 * table[kind], marker="o", label=kind, **KIND_STYLE[kind])
+        rows = table.dropna(subset=[kind])
+        mean = 100 * rows[kind].to_numpy()
+        least = 100 * final.loc[kind].loc[rows["depth"], "train_error_min"].to_numpy()
+        greatest = 100 * final.loc[kind].loc[rows["depth"], "train_error_max"].to_numpy()
+        final_ax.errorbar(
+            rows["depth"],
+            mean,
+            yerr=[mean - least, greatest - mean],
+            marker="o",
+            capsize=3,
+            label=kind,
+            **KIND_STYLE[kind],
+        )
     final_ax.set_xlabel("depth (layers)")
     final_ax.set_ylabel("final training error (%)")
     final_ax.set_xticks(table["depth"])
@@ -82,6 +96,14 @@ def degradation(curves: pd.DataFrame, table: pd.DataFrame, caption: str) -> Figu
             alpha = 0.3 + 0.7 * shade / len(depths)
             ax.plot(
                 curve["epoch"], 100 * curve["train_error"], color=color, alpha=alpha, label=f"{kind}-{depth}"
+            )
+            ax.fill_between(
+                curve["epoch"],
+                100 * curve["train_error_min"],
+                100 * curve["train_error_max"],
+                color=color,
+                alpha=0.1,
+                linewidth=0,
             )
         ax.set_title(f"{kind} nets", fontsize=10)
         ax.set_xlabel("epoch")

@@ -70,27 +70,41 @@ DEPTH_NAME = re.compile(r"^(plain|resnet)(\d+)$")
 
 def degradation_curves(runs: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
     """Per-epoch training error of the degradation suite: kind (plain/residual), depth, epoch,
-    train_error (mean over seeds; the running error over each epoch's batches, in train mode)."""
+    train_error (the mean over seeds; the running error over each epoch's batches, in train mode),
+    its least and greatest over seeds (train_error_min, train_error_max) and how many seeds."""
+    columns = ["kind", "depth", "epoch", "train_error", "train_error_min", "train_error_max", "seeds"]
     suite = runs[runs["suite"] == "degradation"]
     if suite.empty or epochs.empty:
-        return pd.DataFrame(columns=["kind", "depth", "epoch", "train_error"])
+        return pd.DataFrame(columns=columns)
     rows = epochs[epochs["key"].isin(suite["key"])].copy()
     parsed = rows["model"].str.extract(DEPTH_NAME)
     rows["kind"] = parsed[0].map({"plain": "plain", "resnet": "residual"})
     rows["depth"] = pd.to_numeric(parsed[1])
     rows["train_error"] = 1 - rows["train_acc"]
     rows = rows.dropna(subset=["kind"])
-    curves = rows.groupby(["kind", "depth", "epoch"], as_index=False)["train_error"].mean()
-    return curves.sort_values(["kind", "depth", "epoch"]).reset_index(drop=True)
+    curves = rows.groupby(["kind", "depth", "epoch"], as_index=False).agg(
+        train_error=("train_error", "mean"),
+        train_error_min=("train_error", "min"),
+        train_error_max=("train_error", "max"),
+        seeds=("train_error", "size"),
+    )
+    return curves.sort_values(["kind", "depth", "epoch"]).reset_index(drop=True)[columns]
+
+
+DEGRADATION_COLUMNS = ["depth", "plain", "plain_spread", "residual", "residual_spread"]
 
 
 def degradation_table(curves: pd.DataFrame) -> pd.DataFrame:
-    """Final training error against depth: one row per depth, plain and residual side by side."""
+    """Final training error against depth: one row per depth, plain and residual side by side, each
+    the mean over seeds and its spread (greatest - least; 0 with one seed)."""
     if curves.empty:
-        return pd.DataFrame(columns=["depth", "plain", "residual"])
-    final = curves.sort_values("epoch").groupby(["kind", "depth"]).last()["train_error"].unstack("kind")
-    final = final.reindex(columns=["plain", "residual"])
-    return final.reset_index().rename_axis(columns=None)
+        return pd.DataFrame(columns=DEGRADATION_COLUMNS)
+    final = curves.sort_values("epoch").groupby(["kind", "depth"]).last()
+    final["spread"] = final["train_error_max"] - final["train_error_min"]
+    table = final[["train_error", "spread"]].unstack("kind")
+    table.columns = [kind if what == "train_error" else f"{kind}_spread" for what, kind in table.columns]
+    table = table.reindex(columns=DEGRADATION_COLUMNS[1:])
+    return table.reset_index().rename_axis(columns=None)
 
 
 def profile_table(profile: dict) -> pd.DataFrame:

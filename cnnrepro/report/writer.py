@@ -141,7 +141,9 @@ def degradation_section(pngs: dict, degradation: pd.DataFrame) -> str:
         return html.paragraph(
             "The degradation suite has not run in this directory (python -m cnnrepro.run --all)."
         )
-    percent = degradation.assign(plain=100 * degradation["plain"], residual=100 * degradation["residual"])
+    percent = degradation.rename(columns=lambda column: column.replace("_", " "))
+    numbers = [c for c in percent.columns if c != "depth"]
+    percent[numbers] = 100 * percent[numbers]
     return "\n".join(
         [
             html.figure(
@@ -149,9 +151,10 @@ def degradation_section(pngs: dict, degradation: pd.DataFrame) -> str:
             ),
             html.paragraph(
                 "Training error is the running error over each epoch's batches, in train mode, as in the "
-                "paper's figure. Final training error (%) by depth:"
+                "paper's figure. Final training error (%) by depth, the mean over seeds and its spread "
+                "(greatest - least seed; 0 with one seed):"
             ),
-            html.table(percent, "degradation-table", {"plain": "{:.2f}", "residual": "{:.2f}"}),
+            html.table(percent, "degradation-table", dict.fromkeys(numbers, "{:.2f}")),
         ]
     )
 
