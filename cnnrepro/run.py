@@ -76,7 +76,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         metavar="N",
         help="every suite's seeds (default: the profile's, else 0)",
     )
-    how.add_argument("--epochs", type=_positive, help="override the profile's epochs")
+    how.add_argument("--epochs", type=_positive, help="every run's epochs (default: the profile's recipes')")
     how.add_argument(
         "--threads", type=_positive, help="CPU threads per run (torch.set_num_threads; ray's default: 1)"
     )
@@ -181,21 +181,17 @@ def selected_models(args, profile) -> list[tuple[str, str]]:
     suites = sorted(SUITES) if args.all or (args.models and not args.suite) else args.suite
     pairs = [(suite, model) for suite in suites for model in SUITES[suite]]
     if not args.models:
-        pairs = [(suite, model) for suite, model in pairs if model not in profile.left_out]
-    if args.models:
-        known = models.list_models()
-        unknown = [p for p in args.models if not fnmatch.filter(known, p)]
-        if unknown:
-            raise SystemExit(f"error: --models {' '.join(unknown)} matches no model; see --list")
-        in_suites = [(s, m) for s, m in pairs if any(fnmatch.fnmatch(m, p) for p in args.models)]
-        named = {m for _, m in in_suites}
-        extra = [  # models no selected suite holds
-            ("selected", m)
-            for m in known
-            if m not in named and any(fnmatch.fnmatch(m, p) for p in args.models)
-        ]
-        pairs = in_suites + extra
-    return pairs
+        return [(suite, model) for suite, model in pairs if model not in profile.left_out]
+    known = models.list_models()
+    unknown = [p for p in args.models if not fnmatch.filter(known, p)]
+    if unknown:
+        raise SystemExit(f"error: --models {' '.join(unknown)} matches no model; see --list")
+    in_suites = [(s, m) for s, m in pairs if any(fnmatch.fnmatch(m, p) for p in args.models)]
+    named = {m for _, m in in_suites}
+    extra = [  # models no selected suite holds
+        ("selected", m) for m in known if m not in named and any(fnmatch.fnmatch(m, p) for p in args.models)
+    ]
+    return in_suites + extra
 
 
 def print_listing() -> None:

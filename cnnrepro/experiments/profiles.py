@@ -85,9 +85,8 @@ PROFILES = {
         width=0.125,
         train_subset=128,
         test_subset=64,
-        recipes={
-            model: replace(recipe, epochs=None) for model, recipe in _CPU_RECIPES.items()
-        },  # 1 epoch each
+        # The quick recipes, at the profile's one epoch each.
+        recipes={model: replace(recipe, epochs=None) for model, recipe in _CPU_RECIPES.items()},
     ),
     "quick": Profile(
         "quick",
