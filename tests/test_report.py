@@ -17,7 +17,7 @@ import pytest
 from matplotlib.image import imread
 
 from cnnrepro.models.facts import FAILS, HOLDS, NOT_MEASURED
-from cnnrepro.report import NoResultsError, claims, write_report
+from cnnrepro.report import NoResultsError, claims, figures, tables, write_report
 from cnnrepro.report.__main__ import main as report_main
 from cnnrepro.store import ResultsStore
 
@@ -399,3 +399,16 @@ def test_chromium_renders_the_page_with_no_broken_image(report_dir, tmp_path):
     found = re.search(r'data-probe="images=(\d+) broken=(\d+)"', dom)
     assert found, "the probe ran"
     assert int(found[1]) == 5 and int(found[2]) == 0
+
+
+def test_the_degradation_figure_draws_one_kind_alone():
+    """--models 'plain*' records plain nets only: the table has no residual numbers, the figure
+    still draws."""
+    runs = pd.DataFrame(
+        {"suite": "degradation", "key": ["a", "b", "c"], "model": ["plain20", "plain56", "plain56"]}
+    )
+    epochs = runs[["key", "model"]].assign(epoch=1, train_acc=[0.9, 0.8, 0.7])
+    curves = tables.degradation_curves(runs, epochs)
+    table = tables.degradation_table(curves)
+    assert table["residual"].isna().all() and table["plain_spread"].round(6).tolist() == [0.0, 0.1]
+    assert figures.png_bytes(figures.degradation(curves, table, "plain only")).startswith(b"\x89PNG")

@@ -72,6 +72,8 @@ def degradation(curves: pd.DataFrame, table: pd.DataFrame, caption: str) -> Figu
     final = curves.sort_values("epoch").groupby(["kind", "depth"]).last()
     for kind in ("plain", "residual"):
         rows = table.dropna(subset=[kind])
+        if rows.empty:  # only one kind ran
+            continue
         mean = 100 * rows[kind].to_numpy()
         least = 100 * final.loc[kind].loc[rows["depth"], "train_error_min"].to_numpy()
         greatest = 100 * final.loc[kind].loc[rows["depth"], "train_error_max"].to_numpy()
@@ -109,7 +111,8 @@ def degradation(curves: pd.DataFrame, table: pd.DataFrame, caption: str) -> Figu
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("training error (%)")
-        ax.legend(fontsize=8)
+        if depths:
+            ax.legend(fontsize=8)
     for ax in (final_ax, plain_ax, residual_ax):
         ax.grid(alpha=0.3)
     fig.suptitle(caption, fontsize=10)
