@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from cnnrepro.experiments import SUITES
+
 pytest.importorskip("ray")
 
 RAY = Path(sys.executable).parent / "ray"
@@ -85,7 +87,7 @@ def test_smoke_suite_under_ray_records_the_local_executors_hashes(tmp_path):
     code, said = finish(runner([*argv, "--executor", "ray", "--out", str(tmp_path / "ray")]))
     assert code == 0, said[-3000:]
     on_ray = hashes(tmp_path / "ray")
-    assert len(on_ray) == 15 and on_ray == local_hashes(argv, tmp_path / "local")
+    assert len(on_ray) == sum(map(len, SUITES.values())) and on_ray == local_hashes(argv, tmp_path / "local")
     with open(tmp_path / "ray" / "runs.csv", newline="") as f:
         assert {row["threads"] for row in csv.DictReader(f)} == {"1"}
 
@@ -137,7 +139,7 @@ def test_a_killed_driver_rerun_records_every_run_once(tmp_path):
     code, said = finish(runner(argv))
     assert code == 0, said[-3000:]
     keys = recorded_keys(tmp_path)
-    assert len(keys) == len(set(keys)) == 8
+    assert len(keys) == len(set(keys)) == len(SUITES["degradation"])
 
 
 def test_cuda_on_a_cluster_without_gpus_is_one_clear_error(tmp_path):
