@@ -1,8 +1,8 @@
-"""Whole suites: the quick profile's degradation suite (seed 0: 8 runs) under ``--executor ray`` with one-thread
-workers (as many as the machine has cores) against ``--executor local`` with every core in one run;
-and Ray's per-run overhead, one small run as a Ray task on a warm cluster against the same run in
-this process (from submitting it to its rows; 5 rounds after a warm-up). The suites are whole
-commands, one round each (minutes). suite.csv gets both (conftest).
+"""Whole suites: the quick profile's degradation suite (seed 0: 8 runs) under ``--executor ray``
+with one-thread workers (as many as the machine has cores) against ``--executor local`` with every
+core in one run; and Ray's per-run overhead, one small run as a Ray task on a warm cluster against
+the same run in this process (from submitting it to its rows; 5 rounds after a warm-up). The suites
+are whole commands, one round each (minutes). suite.csv gets both (conftest).
 """
 
 import os
