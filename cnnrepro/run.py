@@ -201,10 +201,11 @@ def print_listing() -> None:
     print("datasets:", " ".join(list_datasets()))
 
 
-def environment(args, device: str, threads: int, world) -> dict:
-    """env.json: the command, the machine, the build and settings, and how the runs were spread."""
+def environment(args, device: str, threads: int, world, plan) -> dict:
+    """env.json: the command, the machine, the build and settings, each planned suite's seeds, and
+    how the runs were spread."""
     profile = PROFILES[args.profile]
-    suites = dict.fromkeys(suite for suite, _ in selected_models(args, profile))
+    suites = dict.fromkeys(suite for suite, _ in plan)
     return run_environment(device) | {
         "threads": threads,
         "executor": args.executor,
@@ -319,7 +320,7 @@ def main(argv=None) -> int:
                 print(line, file=sys.stderr)
             for temp in remove_stale_temp_files(out):
                 print(f"removed {temp}, left by an interrupted write", file=sys.stderr)
-            store.write_env(environment(args, device, threads, world))
+            store.write_env(environment(args, device, threads, world, plan))
         jobs = replicas.from_rank0(planned_jobs(args, plan, store, device, threads) if store else None)
         return run_plan(args, plan, jobs, dataset, store, executor)
     except (UsageError, DownloadError, StoreError, ExecutorError) as error:

@@ -411,4 +411,4 @@ def test_the_degradation_figure_draws_one_kind_alone():
     curves = tables.degradation_curves(runs, epochs)
     table = tables.degradation_table(curves)
     assert table["residual"].isna().all() and table["plain_spread"].round(6).tolist() == [0.0, 0.1]
-    assert figures.png_bytes(figures.degradation(curves, table, "plain only")).startswith(b"\x89PNG")
+    assert figures.png_bytes(figures.degradation(curves, "plain only")).startswith(b"\x89PNG")

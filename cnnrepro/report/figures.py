@@ -8,6 +8,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from cnnrepro.report import tables
+
 KIND_STYLE = {"plain": {"color": "tab:red"}, "residual": {"color": "tab:blue"}}
 
 
@@ -63,22 +65,21 @@ def accuracy_vs_cost(summary: pd.DataFrame) -> Figure:
     return fig
 
 
-def degradation(curves: pd.DataFrame, table: pd.DataFrame, caption: str) -> Figure:
+def degradation(curves: pd.DataFrame, caption: str) -> Figure:
     """He et al. Figure 6: final training error against depth, plain vs residual (left), and the
     per-epoch training error of every depth, plain (middle) and residual (right). Lines are the mean
-    over seeds; bars and bands span the least to the greatest seed."""
+    over seeds; bars and bands span the least to the greatest seed. ``curves`` is
+    :func:`tables.degradation_curves`'."""
     fig = Figure(figsize=(13, 4), layout="constrained")
     final_ax, plain_ax, residual_ax = fig.subplots(1, 3)
-    final = curves.sort_values("epoch").groupby(["kind", "depth"]).last()
-    for kind in ("plain", "residual"):
-        rows = table.dropna(subset=[kind])
-        if rows.empty:  # only one kind ran
-            continue
-        mean = 100 * rows[kind].to_numpy()
-        least = 100 * final.loc[kind].loc[rows["depth"], "train_error_min"].to_numpy()
-        greatest = 100 * final.loc[kind].loc[rows["depth"], "train_error_max"].to_numpy()
+    final = tables.final_errors(curves)
+    for kind in final.index.unique("kind"):
+        rows = final.loc[kind]
+        mean, least, greatest = (
+            100 * rows[c].to_numpy() for c in ("train_error", "train_error_min", "train_error_max")
+        )
         final_ax.errorbar(
-            rows["depth"],
+            rows.index,
             mean,
             yerr=[mean - least, greatest - mean],
             marker="o",
@@ -88,7 +89,7 @@ def degradation(curves: pd.DataFrame, table: pd.DataFrame, caption: str) -> Figu
         )
     final_ax.set_xlabel("depth (layers)")
     final_ax.set_ylabel("final training error (%)")
-    final_ax.set_xticks(table["depth"])
+    final_ax.set_xticks(sorted(final.index.unique("depth")))
     final_ax.legend()
     for ax, kind in ((plain_ax, "plain"), (residual_ax, "residual")):
         depths = sorted(curves.loc[curves["kind"] == kind, "depth"].unique())

@@ -71,8 +71,8 @@ DEPTH_NAME = re.compile(r"^(plain|resnet)(\d+)$")
 def degradation_curves(runs: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
     """Per-epoch training error of the degradation suite: kind (plain/residual), depth, epoch,
     train_error (the mean over seeds; the running error over each epoch's batches, in train mode),
-    its least and greatest over seeds (train_error_min, train_error_max) and how many seeds."""
-    columns = ["kind", "depth", "epoch", "train_error", "train_error_min", "train_error_max", "seeds"]
+    and its least and greatest over seeds (train_error_min, train_error_max)."""
+    columns = ["kind", "depth", "epoch", "train_error", "train_error_min", "train_error_max"]
     suite = runs[runs["suite"] == "degradation"]
     if suite.empty or epochs.empty:
         return pd.DataFrame(columns=columns)
@@ -86,9 +86,13 @@ def degradation_curves(runs: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame
         train_error=("train_error", "mean"),
         train_error_min=("train_error", "min"),
         train_error_max=("train_error", "max"),
-        seeds=("train_error", "size"),
     )
     return curves.sort_values(["kind", "depth", "epoch"]).reset_index(drop=True)[columns]
+
+
+def final_errors(curves: pd.DataFrame) -> pd.DataFrame:
+    """The last epoch's row of each (kind, depth) of :func:`degradation_curves`, indexed by both."""
+    return curves.sort_values("epoch").groupby(["kind", "depth"]).last()
 
 
 DEGRADATION_COLUMNS = ["depth", "plain", "plain_spread", "residual", "residual_spread"]
@@ -99,7 +103,7 @@ def degradation_table(curves: pd.DataFrame) -> pd.DataFrame:
     the mean over seeds and its spread (greatest - least; 0 with one seed)."""
     if curves.empty:
         return pd.DataFrame(columns=DEGRADATION_COLUMNS)
-    final = curves.sort_values("epoch").groupby(["kind", "depth"]).last()
+    final = final_errors(curves)
     final["spread"] = final["train_error_max"] - final["train_error_min"]
     table = final[["train_error", "spread"]].unstack("kind")
     table.columns = [kind if what == "train_error" else f"{kind}_spread" for what, kind in table.columns]

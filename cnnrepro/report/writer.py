@@ -54,7 +54,7 @@ def write_report(
         pngs["learning_curves"] = figures.learning_curves(results.runs, results.epochs)
         pngs["accuracy_vs_cost"] = figures.accuracy_vs_cost(summary)
     if not curves.empty:
-        pngs["degradation"] = figures.degradation(curves, degradation, degradation_caption(results.runs))
+        pngs["degradation"] = figures.degradation(curves, degradation_caption(results.runs))
     if "speedups" in results.bench:
         pngs["kernel_speedups"] = figures.speedups(
             results.bench["speedups"],
