@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 import cnnrepro
 from cnnrepro import models, tensorboard
-from cnnrepro.data import DownloadError, list_datasets, load_dataset
+from cnnrepro.data import DownloadError, dataset_resolution, list_datasets, load_dataset
 from cnnrepro.executors import (
     EXECUTORS,
     ExecutorError,
@@ -31,7 +31,7 @@ from cnnrepro.executors import (
     ray_missing_message,
     run_environment,
 )
-from cnnrepro.experiments import PROFILES, SUITES, Shard, plan_runs
+from cnnrepro.experiments import PROFILES, SUITES, Shard, plan_runs, too_small_inputs
 from cnnrepro.files import remove_stale_temp_files
 from cnnrepro.report import write_report
 from cnnrepro.report.compare import compare, load_store, verdict_counts
@@ -263,6 +263,17 @@ def plan_suite(args, profile, dataset_name: str, world_size: int = 1) -> list[tu
     return [(suite, config) for suite, config in plan if args.shard is None or args.shard.holds(config.key())]
 
 
+def check_input_sizes(plan, profile, dataset_name: str) -> None:
+    """UsageError if a planned model's input is too small for its layers (before any download)."""
+    small = too_small_inputs([config for _, config in plan], dataset_resolution(dataset_name))
+    if small:
+        raise UsageError(
+            f"the {profile.name} profile on {dataset_name} plans {'; '.join(small)}: each would fail at "
+            "its first batch. Leave them out (--models names the others), or give them an input size "
+            "in the profile's recipes"
+        )
+
+
 def check_batches_split(plan, dataset, world_size: int) -> None:
     """UsageError unless every planned run's batches split over torchrun's processes."""
     for _, config in plan:
@@ -302,6 +313,7 @@ def main(argv=None) -> int:
     plan = plan_suite(args, profile, dataset_name, world.size if world else 1)
     executor = None
     try:
+        check_input_sizes(plan, profile, dataset_name)
         check_writable_directory(out, "--out")
         if args.checkpoint_dir:
             check_writable_directory(args.checkpoint_dir, "--checkpoint-dir")

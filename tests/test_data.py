@@ -16,7 +16,15 @@ import numpy as np
 import pytest
 import torch
 
-from cnnrepro.data import DownloadError, RemoteFile, batches, fetch, load_dataset, random_crop_flip
+from cnnrepro.data import (
+    DownloadError,
+    RemoteFile,
+    batches,
+    dataset_resolution,
+    fetch,
+    load_dataset,
+    random_crop_flip,
+)
 from cnnrepro.data.formats import read_idx
 from cnnrepro.data.registry import load_cifar10, load_idx_dataset, stratified_split
 
@@ -166,6 +174,7 @@ def test_cifar10_tarball(server, tmp_path):
     remote = RemoteFile("cifar-10-python.tar.gz", url + "cifar-10-python.tar.gz", md5(data))
     ds = load_cifar10(tmp_path, remote)
     assert ds.train.images.shape == (20, 3, 32, 32) and ds.test.images.shape == (6, 3, 32, 32)
+    assert ds.image_size == dataset_resolution("cifar10")
     assert ds.augment and not load_dataset("mnist5k").augment
     assert len(ds.mean) == 3
 
@@ -204,6 +213,12 @@ def test_stratified_split_takes_the_first_of_each_class_round_robin():
 def test_unknown_dataset():
     with pytest.raises(ValueError, match="unknown dataset 'imagenet'.*mnist5k"):
         load_dataset("imagenet")
+    with pytest.raises(ValueError, match="unknown dataset 'imagenet'.*mnist5k"):
+        dataset_resolution("imagenet")
+
+
+def test_a_datasets_resolution_is_known_before_it_loads_and_holds_once_loaded():
+    assert load_dataset("mnist5k").image_size == dataset_resolution("mnist5k") == 28
 
 
 def test_resized_keeps_labels_and_changes_size():

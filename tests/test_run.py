@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from cnnrepro.experiments import PROFILES, SUITES
+from cnnrepro.data import dataset_resolution
+from cnnrepro.experiments import PROFILES, SUITES, plan_runs, too_small_inputs
 from cnnrepro.run import main, parse_args, plan_suite
 
 
@@ -111,6 +112,25 @@ def test_the_quick_profile_plans_three_degradation_seeds_and_leaves_out_depth_11
     assert {m for m, _ in planned(["--all", "--profile", "smoke"])["degradation"]} == set(
         SUITES["degradation"]
     )
+
+
+@pytest.mark.parametrize("profile", PROFILES.values(), ids=list(PROFILES))
+def test_every_profile_feeds_every_model_an_input_its_layers_accept(profile):
+    """The left-out models too: --models still runs them."""
+    every_model = [model for suite in SUITES.values() for model in suite]
+    plan = plan_runs(every_model, profile, [0])
+    assert too_small_inputs(plan, dataset_resolution(profile.dataset)) == []
+
+
+def test_a_model_fed_too_small_an_input_is_refused_before_anything_is_written(tmp_path, capsys):
+    """The paper profile's recipes are for CIFAR's 32x32: on 28x28 digits VGG-11 and DenseNet get
+    too little, each named with what it needs (AlexNet and NiN have their own input sizes)."""
+    out = tmp_path / "out"
+    assert main(["--suite", "classic", "--profile", "paper", "--dataset", "mnist5k", "--out", str(out)]) == 2
+    said = capsys.readouterr().err
+    assert "the paper profile on mnist5k plans vgg11 at 28x28 (its layers need 32x32 or more)" in said
+    assert "densenet-d2l at 28x28 (its layers need 29x29" in said and "alexnet" not in said
+    assert not out.exists()
 
 
 def test_list(capsys):

@@ -8,7 +8,7 @@ tensors); :func:`batches` yields seeded mini-batches from one split.
 from cnnrepro.data.batches import batches, random_crop_flip
 from cnnrepro.data.dataset import Dataset, Split
 from cnnrepro.data.download import DownloadError, RemoteFile, default_data_dir, fetch
-from cnnrepro.data.registry import DATASETS, list_datasets, load_dataset
+from cnnrepro.data.registry import DATASETS, dataset_resolution, list_datasets, load_dataset
 
 __all__ = [
     "DATASETS",
@@ -17,6 +17,7 @@ __all__ = [
     "RemoteFile",
     "Split",
     "batches",
+    "dataset_resolution",
     "default_data_dir",
     "fetch",
     "list_datasets",

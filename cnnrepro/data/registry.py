@@ -128,13 +128,31 @@ DATASETS = {
 }
 
 
+# Each dataset's image side, known before it is loaded (or downloaded): a plan's input sizes are
+# checked against it first. load_dataset holds every loaded dataset to it.
+RESOLUTIONS = {"mnist5k": 28, "mnist": 28, "fashion-mnist": 28, "cifar10": 32}
+
+
 def list_datasets() -> list[str]:
     return list(DATASETS)
+
+
+def dataset_resolution(name: str) -> int:
+    """The side of dataset ``name``'s (square) images, without loading it."""
+    check_dataset_name(name)
+    return RESOLUTIONS[name]
+
+
+def check_dataset_name(name: str) -> None:
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
 
 
 def load_dataset(name: str, data_dir: Path | str | None = None) -> Dataset:
     """The dataset ``name`` (see :func:`list_datasets`), all in memory; downloads go to ``data_dir``
     (default: $CNNREPRO_DATA, else the user cache dir)."""
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    return DATASETS[name](Path(data_dir) if data_dir is not None else None)
+    check_dataset_name(name)
+    dataset = DATASETS[name](Path(data_dir) if data_dir is not None else None)
+    if dataset.image_size != RESOLUTIONS[name]:
+        raise ValueError(f"{name}: images {dataset.image_size} wide, not the {RESOLUTIONS[name]} recorded")
+    return dataset

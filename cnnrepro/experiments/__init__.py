@@ -2,6 +2,6 @@
 
 from cnnrepro.experiments.profiles import PROFILES, Profile
 from cnnrepro.experiments.shards import Shard
-from cnnrepro.experiments.suites import SUITES, plan_runs
+from cnnrepro.experiments.suites import SUITES, plan_runs, too_small_inputs
 
-__all__ = ["PROFILES", "SUITES", "Profile", "Shard", "plan_runs"]
+__all__ = ["PROFILES", "SUITES", "Profile", "Shard", "plan_runs", "too_small_inputs"]

@@ -1,6 +1,7 @@
 """Suites: which models a run of the runner trains, turned into RunConfigs by a profile."""
 
 from cnnrepro.experiments.profiles import Profile
+from cnnrepro.models import model_info
 from cnnrepro.train import RunConfig
 
 SUITES = {
@@ -45,3 +46,14 @@ def plan_runs(
                 )
             )
     return runs
+
+
+def too_small_inputs(configs: list[RunConfig], resolution: int) -> list[str]:
+    """A line per model whose planned input (its recipe's size, else the dataset's ``resolution``)
+    is smaller than its layer sequence accepts: such a run could only fail, at its first batch."""
+    small = {}
+    for config in configs:
+        size, least = config.input_size or resolution, model_info(config.model).min_input_size
+        if size < least:
+            small[config.model] = f"{config.model} at {size}x{size} (its layers need {least}x{least} or more)"
+    return list(small.values())
