@@ -166,8 +166,10 @@ def _ray_task(job: Job, dataset):
 class RayExecutor:
     """Each run a Ray task: ``num_gpus=1`` on CUDA, else ``num_cpus=threads``. A worker that dies is
     retried by Ray and resumes from the run's last checkpoint; a run that raises is an outcome with
-    its error. ``address`` joins an existing cluster (None: $RAY_ADDRESS, else an embedded local
-    cluster on 127.0.0.1, shut down by :meth:`close`)."""
+    its error. ``address`` joins an existing cluster (None: $RAY_ADDRESS, else an embedded cluster on
+    this machine, shut down by :meth:`close`). Ray advertises the machine's outward address, even
+    when asked for 127.0.0.1, and binds its ports to every interface; token authentication (Ray's
+    default) guards them, and a loopback-only network namespace keeps them local (README)."""
 
     def __init__(self, address: str | None = None):
         import ray
@@ -180,7 +182,7 @@ class RayExecutor:
             if address:
                 ray.init(address=address, **options)
             else:
-                ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, **options)
+                ray.init(include_dashboard=False, **options)
         except (ConnectionError, RuntimeError) as error:
             raise ExecutorError(
                 f"could not join the Ray cluster at {address}: {error} (a cluster started by `ray start` "

@@ -1,38 +1,36 @@
-"""One run on many processes: the runner under torchrun (gloo on the CPU, a rendezvous on 127.0.0.1
-started and stopped by each command). Same world size and seed give the same bits; without
-BatchNorm two processes take the steps one process takes; rank 0 alone writes. (--sync-bn needs
-CUDA: torch's SyncBatchNorm runs on GPUs only.)"""
+"""One run on many processes: the runner under torchrun (gloo on the CPU, a rendezvous started and
+stopped by each command, in a loopback-only network namespace: tests/loopback.py). Same world size
+and seed give the same bits; without BatchNorm two processes take the steps one process takes; rank 0
+alone writes. (--sync-bn needs CUDA: torch's SyncBatchNorm runs on GPUs only.)"""
 
 import csv
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 
 import pytest
 import torch
+from loopback import loopback_only
 
 from cnnrepro.run import main, parse_args
 
 SMOKE = ["--profile", "smoke", "--epochs", "2", "--no-report"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def torchrun(nproc: int, argv: list[str]) -> subprocess.CompletedProcess:
-    command = [
-        *(sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(nproc)),
-        *("--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{free_port()}"),
-        *("-m", "cnnrepro.run", *argv),
-    ]
-    env = os.environ | {"OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "MASTER_ADDR": "127.0.0.1"}
-    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    """The runner under torchrun, in a loopback-only namespace of its own (its rendezvous store binds
+    every interface), where torchrun's default port is free."""
+    with loopback_only() as inside:
+        command = [
+            *inside,
+            *(sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(nproc)),
+            *("--rdzv-backend", "c10d", "--rdzv-endpoint", "127.0.0.1:29500"),
+            *("-m", "cnnrepro.run", *argv),
+        ]
+        env = os.environ | {"OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "MASTER_ADDR": "127.0.0.1"}
+        return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
 
 
 def rows(path) -> list[dict]:
