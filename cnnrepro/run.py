@@ -426,7 +426,7 @@ def run_plan(args, plan, jobs: list[Job], dataset, store: ResultsStore | None, e
         return 0
     recorded = store.finished()
     rows = [recorded[config.key()] for _, config in plan if config.key() in recorded]
-    print_summary(rows, store.directory)
+    print_summary(rows, store.directory, with_report=bool(rows) and not args.no_report)
     reference = reference_store(args)
     judged = print_verdicts(store.directory, reference) if rows and reference else None
     if rows and not args.no_report:
@@ -464,7 +464,7 @@ def print_verdicts(directory: Path, reference: Path) -> pd.DataFrame | None:
     return table
 
 
-def print_summary(rows: list[dict], out: Path) -> None:
+def print_summary(rows: list[dict], out: Path, with_report: bool) -> None:
     columns = ("suite", "model", "seed", "status", "train acc", "test acc", "params")
     print("\n{:<12} {:<14} {:>4} {:<9} {:>9} {:>9} {:>11}".format(*columns))
     for row in rows:
@@ -474,7 +474,8 @@ def print_summary(rows: list[dict], out: Path) -> None:
             f"{row['suite']:<12} {row['model']:<14} {row['seed']:>4} {row['status']:<9} {train:>9} {test:>9} "
             f"{int(row['params']):>11,}"
         )
-    print(f"\nresults in {out}/ (results.csv, runs.csv, env.json; the report: summary.csv, index.html)")
+    report = "; the report: summary.csv, index.html" if with_report else ""
+    print(f"\nresults in {out}/ (results.csv, runs.csv, env.json{report})")
 
 
 if __name__ == "__main__":

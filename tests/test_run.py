@@ -48,7 +48,9 @@ def test_a_rerun_skips_finished_runs_and_keeps_one_row_each(smoke_all, capsys):
     before = read_csv(smoke_all / "runs.csv")
     argv = ["--profile", "smoke", "--models", "lenet5", "resnet20", "--out", str(smoke_all), "--no-report"]
     assert main(argv) == 0
-    assert "lenet5 seed 0" not in capsys.readouterr().err
+    said = capsys.readouterr()
+    assert "lenet5 seed 0" not in said.err
+    assert "env.json)" in said.out and "index.html" not in said.out  # --no-report: none is claimed
     after = read_csv(smoke_all / "runs.csv")
     assert sorted(r["key"] for r in after) == sorted(r["key"] for r in before)
 
