@@ -177,7 +177,7 @@ def _positive(text: str) -> int:
 
 def selected_models(args, profile) -> list[tuple[str, str]]:
     """(suite, model) pairs to run, in suite order: the suites' models but those the profile leaves
-    out, unless --models names them."""
+    out, unless --models names them exactly (a pattern such as 'plain*' keeps them out)."""
     suites = sorted(SUITES) if args.all or (args.models and not args.suite) else args.suite
     pairs = [(suite, model) for suite in suites for model in SUITES[suite]]
     if not args.models:
@@ -186,12 +186,14 @@ def selected_models(args, profile) -> list[tuple[str, str]]:
     unknown = [p for p in args.models if not fnmatch.filter(known, p)]
     if unknown:
         raise SystemExit(f"error: --models {' '.join(unknown)} matches no model; see --list")
-    in_suites = [(s, m) for s, m in pairs if any(fnmatch.fnmatch(m, p) for p in args.models)]
-    named = {m for _, m in in_suites}
-    extra = [  # models no selected suite holds
-        ("selected", m) for m in known if m not in named and any(fnmatch.fnmatch(m, p) for p in args.models)
-    ]
-    return in_suites + extra
+
+    def chosen(model: str) -> bool:
+        matched = any(fnmatch.fnmatch(model, pattern) for pattern in args.models)
+        return matched and (model not in profile.left_out or model in args.models)
+
+    in_suites = [(suite, model) for suite, model in pairs if chosen(model)]
+    held = {model for _, model in pairs}
+    return in_suites + [("selected", model) for model in known if chosen(model) and model not in held]
 
 
 def print_listing() -> None:

@@ -111,6 +111,8 @@ def test_the_quick_profile_plans_three_degradation_seeds_and_leaves_out_depth_11
     # --seeds names every suite's seeds; --models runs a left-out model; smoke leaves none out
     assert planned(["--all", "--seeds", "5"])["degradation"] == {(m, 5) for m in kept}
     assert planned(["--models", "plain110"])["degradation"] == {("plain110", s) for s in (0, 1, 2)}
+    plain = {f"plain{depth}" for depth in (20, 32, 44, 56)}  # a pattern keeps the left-out one out
+    assert planned(["--models", "plain*"])["degradation"] == {(m, s) for m in plain for s in (0, 1, 2)}
     assert {m for m, _ in planned(["--all", "--profile", "smoke"])["degradation"]} == set(
         SUITES["degradation"]
     )
