@@ -144,6 +144,7 @@ def dataset_resolution(name: str) -> int:
 
 
 def check_dataset_name(name: str) -> None:
+    """ValueError, naming the choices, unless ``name`` is a dataset."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
 

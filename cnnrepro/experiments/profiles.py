@@ -109,8 +109,8 @@ PROFILES = {
     "paper": Profile(
         "paper",
         "He et al.'s CIFAR-10 recipe (batch 128, lr 0.1 /10 at 32k and 48k iterations, 64k in all, "
-        "wd 1e-4, crop+flip); the nets without BatchNorm at their papers' lr, AlexNet and NiN at the "
-        "smallest input their layers accept",
+        "wd 1e-4, crop+flip); the nets without BatchNorm at lr 0.01 (AlexNet's and VGG's papers'), "
+        "AlexNet and NiN upsampled to the smallest input their layers accept",
         "cifar10",
         epochs=164,
         batch_size=128,
