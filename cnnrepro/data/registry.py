@@ -1,6 +1,8 @@
 """The datasets by name: how each is obtained and read, and its fixed splits."""
 
 import functools
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -120,17 +122,21 @@ def load_cifar10(data_dir: Path | None = None, remote: RemoteFile = CIFAR10_FILE
     )
 
 
+@dataclass(frozen=True)
+class Source:
+    """How a dataset is loaded, and the side of its square images, known before it is loaded (or
+    downloaded): a plan's input sizes are checked against it first, and every load is held to it."""
+
+    load: Callable[[Path | None], Dataset]
+    resolution: int
+
+
 DATASETS = {
-    "mnist5k": load_mnist5k,
-    "mnist": functools.partial(load_idx_dataset, "mnist", MNIST_FILES),
-    "fashion-mnist": functools.partial(load_idx_dataset, "fashion-mnist", FASHION_MNIST_FILES),
-    "cifar10": load_cifar10,
+    "mnist5k": Source(load_mnist5k, 28),
+    "mnist": Source(functools.partial(load_idx_dataset, "mnist", MNIST_FILES), 28),
+    "fashion-mnist": Source(functools.partial(load_idx_dataset, "fashion-mnist", FASHION_MNIST_FILES), 28),
+    "cifar10": Source(load_cifar10, 32),
 }
-
-
-# Each dataset's image side, known before it is loaded (or downloaded): a plan's input sizes are
-# checked against it first. load_dataset holds every loaded dataset to it.
-RESOLUTIONS = {"mnist5k": 28, "mnist": 28, "fashion-mnist": 28, "cifar10": 32}
 
 
 def list_datasets() -> list[str]:
@@ -140,7 +146,7 @@ def list_datasets() -> list[str]:
 def dataset_resolution(name: str) -> int:
     """The side of dataset ``name``'s (square) images, without loading it."""
     check_dataset_name(name)
-    return RESOLUTIONS[name]
+    return DATASETS[name].resolution
 
 
 def check_dataset_name(name: str) -> None:
@@ -153,7 +159,8 @@ def load_dataset(name: str, data_dir: Path | str | None = None) -> Dataset:
     """The dataset ``name`` (see :func:`list_datasets`), all in memory; downloads go to ``data_dir``
     (default: $CNNREPRO_DATA, else the user cache dir)."""
     check_dataset_name(name)
-    dataset = DATASETS[name](Path(data_dir) if data_dir is not None else None)
-    if dataset.image_size != RESOLUTIONS[name]:
-        raise ValueError(f"{name}: images {dataset.image_size} wide, not the {RESOLUTIONS[name]} recorded")
+    source = DATASETS[name]
+    dataset = source.load(Path(data_dir) if data_dir is not None else None)
+    if dataset.image_size != source.resolution:
+        raise ValueError(f"{name}: images {dataset.image_size} wide, not the {source.resolution} recorded")
     return dataset
