@@ -193,7 +193,14 @@ def selected_models(args, profile) -> list[tuple[str, str]]:
 
     in_suites = [(suite, model) for suite, model in pairs if chosen(model)]
     held = {model for _, model in pairs}
-    return in_suites + [("selected", model) for model in known if chosen(model) and model not in held]
+    outside = [model for model in known if chosen(model) and model not in held]
+    if outside and args.suite:
+        print(
+            f"note: {' '.join(outside)} in no suite asked for (--suite {' '.join(suites)}): "
+            "trained as suite 'selected'",
+            file=sys.stderr,
+        )
+    return in_suites + [("selected", model) for model in outside]
 
 
 def print_listing() -> None:

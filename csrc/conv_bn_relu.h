@@ -59,8 +59,10 @@ inline void check_args(const at::Tensor& x, const at::Tensor& weight, const c10:
   check_floating(x, op, "input");
   check_same_device_dtype(weight, x, op, "weight", "input");
   TORCH_CHECK(conv.groups >= 1, op, ": groups must be >= 1, got ", conv.groups);
-  TORCH_CHECK(x.size(1) % conv.groups == 0 && weight.size(0) % conv.groups == 0, op, ": groups (", conv.groups,
-              ") must divide both in_channels (", x.size(1), ") and out_channels (", weight.size(0), ")");
+  TORCH_CHECK(weight.size(0) % conv.groups == 0, op, ": groups (", conv.groups,
+              ") must divide out_channels, the weight's first dimension (weight of shape ", weight.sizes(), ")");
+  TORCH_CHECK(x.size(1) % conv.groups == 0, op, ": groups (", conv.groups, ") must divide in_channels (", x.size(1),
+              ")");
   TORCH_CHECK(weight.size(1) * conv.groups == x.size(1), op, ": weight expects ", weight.size(1) * conv.groups,
               " input channels (", weight.size(1), " per group x ", conv.groups, " groups), but the input has ",
               x.size(1));

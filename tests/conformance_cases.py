@@ -176,6 +176,7 @@ def invalid_max_pool_backward(rng: random.Random) -> Invalid:
         ("grad_output_shape", "grad_output", dict(grad_output=torch.randn(2, 3, 4, 3))),
         ("input_size_rank", "input_size", dict(input_size=(3, 6, 6))),
         ("input_size_not_pooled", "pooled size", dict(input_size=(2, 3, 9, 9))),
+        ("indices_device", "indices", dict(indices=indices.to("meta"))),
     ]
     kind, word, change = rng.choice(options)
     args = (
@@ -208,6 +209,7 @@ def invalid_lrn_backward(rng: random.Random) -> Invalid:
         ("grad_output_shape", "shape", dict(grad_output=torch.randn(2, 5, 4, 3))),
         ("grad_output_dtype", "dtype", dict(grad_output=torch.randn(2, 5, 4, 4).double())),
         ("size_not_positive", "size", dict(size=rng.choice([0, -2]))),
+        ("grad_output_device", "grad_output", dict(grad_output=torch.randn(2, 5, 4, 4, device="meta"))),
     ]
     kind, word, change = rng.choice(options)
     args = dict(grad_output=torch.randn_like(x), x=x, size=3, alpha=1e-4, beta=0.75, k=1.0) | change
@@ -294,6 +296,14 @@ def invalid_conv_bn_relu(rng: random.Random) -> Invalid:
         ("groups_do_not_divide", "groups", dict(groups=rng.choice([3, 5]))),
         ("per_channel_size", per_channel, {per_channel: torch.ones(rng.choice([1, 3, 5]))}),
         ("per_channel_rank", per_channel, {per_channel: torch.ones(c, 1)}),
+        ("per_channel_device", per_channel, {per_channel: torch.ones(c, device="meta")}),
+        ("weight_device", "weight", dict(weight=torch.randn(c, 3, 3, 3, device="meta"))),
+        (
+            "groups_do_not_divide_out_channels",
+            "groups",
+            dict(x=torch.randn(2, 4, 6, 6), weight=torch.randn(c + 1, 2, 3, 3), groups=2)
+            | {name: torch.ones(c + 1) for name in ("bn_weight", "bn_bias", "running_mean", "running_var")},
+        ),
         ("running_stats_half_given", "running_", {rng.choice(["running_mean", "running_var"]): None}),
         ("weight_dtype", "dtype", dict(weight=torch.randn(c, 3, 3, 3).double())),
         ("running_stats_dtype", "running_mean", dict(running_mean=torch.zeros(c).double())),
@@ -324,6 +334,8 @@ def invalid_conv_bn_relu_backward(rng: random.Random) -> Invalid:
         ("conv_out_shape", "conv_out", dict(conv_out=torch.randn(2, 3, 4, 4))),
         ("grad_output_shape", "grad_output", dict(grad_output=torch.randn(2, 4, 3, 4))),
         ("bn_weight_size", "bn_weight", dict(bn_weight=torch.ones(2))),
+        ("mean_device", "mean", dict(mean=torch.zeros(4, device="meta"))),
+        ("grad_output_device", "grad_output", dict(grad_output=torch.randn(2, 4, 4, 4, device="meta"))),
     ]
     kind, word, change = rng.choice(options)
     args = backward_args(**change)

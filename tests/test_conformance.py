@@ -293,6 +293,72 @@ def test_batchnorm_grad(affine, training):  # upstream: TestNNDeviceType.test_ba
     assert torch.autograd.gradcheck(fused, (x,))
 
 
+# ---- gaps an independent conformance run found ---------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["weight", "bias", "bn_weight", "bn_bias", "running_mean", "running_var"])
+@pytest.mark.parametrize("training", [True, False])
+def test_a_tensor_on_another_device_is_refused_naming_it_and_both_devices(name, training):
+    """A ``meta`` tensor beside CPU ones sends the call to the fake kernels, which used to return an
+    uninitialised result; native raises, and so do we."""
+    args = block_args(training=training, bias=torch.zeros(4))
+    args[name] = args[name].to("meta")
+    with pytest.raises((RuntimeError, ValueError), match=f"{name} is on meta but the input is on cpu"):
+        ops.conv_bn_relu(**args)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_groups_that_do_not_divide_out_channels_name_groups_and_the_weight(training):
+    c = 5
+    per_channel = {n: torch.ones(c) for n in ("bn_weight", "bn_bias", "running_mean", "running_var")}
+    args = block_args(training=training, x=torch.randn(2, 4, 6, 6), weight=torch.randn(c, 2, 3, 3), groups=2)
+    with pytest.raises(RuntimeError, match=r"groups \(2\) must divide out_channels, the weight's first"):
+        ops.conv_bn_relu(**(args | per_channel))
+
+
+def block_results(block, x, grad) -> dict[str, torch.Tensor]:
+    """A training step's output and the gradients of the input and of BatchNorm's weight and bias."""
+    x = x.detach().clone().requires_grad_()
+    y = block(x)
+    y.backward(grad)
+    return {
+        "output": y,
+        "input grad": x.grad,
+        "bn weight grad": block.bn.weight.grad,
+        "bn bias grad": block.bn.bias.grad,
+    }
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("offset", [1e3, 1e6, 1e8])
+def test_statistics_far_from_zero_are_as_accurate_as_natives(dtype, offset):
+    """Input = offset + N(0, 1) through an identity convolution. The exact answer is BatchNorm of the
+    input less the offset (float64 subtracts it exactly), and our one-pass shifted sums come at
+    least as close to it as native's two passes: output and every gradient, within 1 % or 4 ulps.
+    (In float32 at 1e6 the data sit 0.0625 apart and the ReLU mask flips on both sides alike: both
+    errors are ~2.9 there, equal to 1e-5.)"""
+    generator = torch.Generator().manual_seed(0)
+    x = (torch.randn(8, 4, 9, 9, dtype=torch.float64, generator=generator) + offset).to(dtype)
+    grad = torch.randn(x.shape, dtype=dtype, generator=generator)
+    fused, unfused = identity_blocks(4, dtype=dtype)
+    exact, _ = identity_blocks(4, dtype=torch.float64)
+    exact.backend = "native"
+    with torch.no_grad():
+        fused.bn.weight.uniform_(0.5, 1.5, generator=generator)
+        fused.bn.bias.uniform_(-0.5, 0.5, generator=generator)
+    unfused.bn.load_state_dict(fused.bn.state_dict())
+    exact.bn.load_state_dict({k: v.double() for k, v in fused.bn.state_dict().items()})
+    ours, native = block_results(fused, x, grad), block_results(unfused, x, grad)
+    truth = block_results(exact, x.double() - offset, grad.double())
+    for what, t in truth.items():
+        ours_error = (ours[what].double() - t).abs().max().item()
+        native_error = (native[what].double() - t).abs().max().item()
+        ulp = torch.finfo(dtype).eps * max(1.0, t.abs().max().item())
+        assert ours_error <= 1.01 * native_error + 4 * ulp, (
+            f"{what}: ours {ours_error:.3g}, native {native_error:.3g}"
+        )
+
+
 # ---- fuzz: valid inputs against native -----------------------------------------------------------
 
 

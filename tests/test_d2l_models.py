@@ -2,6 +2,9 @@
 equal those of the book's code, counted here layer by layer from its architecture; they train on
 both backends alike; the d2l profile trains them and its claims read them."""
 
+from dataclasses import replace
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -9,6 +12,7 @@ from cnnrepro import models
 from cnnrepro.experiments import PROFILES, SUITES, plan_runs
 from cnnrepro.models.googlenet import INCEPTION
 from cnnrepro.report.claims import D2L_TEST_ACC
+from cnnrepro.train.recipe import RunConfig, build_model
 
 
 def conv(cin, cout, k, bias=True):
@@ -44,6 +48,20 @@ def residual(cin, cout, projection):
     )
 
 
+def densenet_d2l(init=64, growth=32, blocks=(4, 4, 4, 4)):
+    """The book's DenseNet: b1 (7x7 conv, BN), dense blocks of BN-ReLU-3x3 conv, transitions
+    BN-ReLU-1x1 conv halving the channels, a last BN and the linear layer; every conv with its bias."""
+    total, channels = conv(1, init, 7) + bn(init), init
+    for i, layers in enumerate(blocks):
+        for _ in range(layers):
+            total += bn(channels) + conv(channels, growth, 3)
+            channels += growth
+        if i != len(blocks) - 1:
+            total += bn(channels) + conv(channels, channels // 2, 1)
+            channels //= 2
+    return total + bn(channels) + linear(channels, 10)
+
+
 BOOK_COUNTS = {  # name -> (input size, parameters of the book's code)
     "lenet5": (28, conv(1, 6, 5) + conv(6, 16, 5) + linear(400, 120) + linear(120, 84) + linear(84, 10)),
     "alexnet-d2l": (
@@ -68,6 +86,7 @@ BOOK_COUNTS = {  # name -> (input size, parameters of the book's code)
         conv(1, 64, 7) + conv(64, 64, 1) + conv(64, 192, 3) + sum(inception(*c) for c in INCEPTION.values())
         + linear(1024, 10),
     ),
+    "densenet-d2l": (96, densenet_d2l()),
     "resnet18-d2l": (
         96,
         conv(1, 64, 7) + bn(64) + 2 * residual(64, 64, False)
@@ -89,6 +108,7 @@ def test_the_counts_are_the_ones_the_book_prints():
     """Spot checks against the totals the book's code gives (so the arithmetic above is right)."""
     assert BOOK_COUNTS["alexnet-d2l"][1] == 46_764_746
     assert BOOK_COUNTS["resnet18-d2l"][1] == 11_178_378
+    assert BOOK_COUNTS["densenet-d2l"][1] == 758_226
 
 
 @pytest.mark.parametrize("name", ["alexnet-d2l", "vgg11-d2l", "googlenet-d2l", "resnet18-d2l"])
@@ -115,3 +135,28 @@ def test_the_d2l_profile_trains_the_books_networks_and_its_claims_read_them():
     assert planned == set(D2L_TEST_ACC)
     assert all(profile.recipes.get(m) for m in planned), "every network has the book's recipe"
     assert {c.model for c in plan_runs(SUITES["classic"], PROFILES["quick"], [0])} == set(SUITES["classic"])
+
+
+def test_the_d2l_profile_trains_as_the_books_train_ch6():
+    """Plain SGD (no momentum) and every network re-initialized with Xavier-uniform conv and linear
+    weights, LeNet-5, NiN and DenseNet included; the quick profile keeps the builders' own init."""
+    d2l = plan_runs(SUITES["classic"], PROFILES["d2l"], [0])
+    assert {(c.momentum, c.init) for c in d2l} == {(0.0, "xavier")}
+    assert {(c.momentum, c.init) for c in plan_runs(SUITES["classic"], PROFILES["quick"], [0])} == {
+        (0.9, "model")
+    }
+
+
+@pytest.mark.parametrize("name", ["lenet5", "nin", "densenet-d2l"])
+def test_xavier_init_draws_every_conv_and_linear_weight_within_glorots_bound(name):
+    dataset = SimpleNamespace(num_classes=10, in_channels=1, image_size=BOOK_COUNTS[name][0])
+    config = RunConfig(name, "fashion-mnist", width=0.25, init="xavier")
+    layers = [
+        m for m in build_model(config, dataset).modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
+    ]
+    for layer in layers:
+        receptive = layer.weight[0, 0].numel()
+        bound = (6 / ((layer.weight.shape[0] + layer.weight.shape[1]) * receptive)) ** 0.5
+        assert 0.5 * bound < layer.weight.abs().max() <= bound, layer  # the whole range, nothing beyond
+    built = build_model(replace(config, init="model"), dataset)
+    assert not torch.equal(next(built.parameters()), layers[0].weight)

@@ -3,11 +3,13 @@ summary.csv, self-contained, valid PNGs), the claims checker on the real models,
 Chromium rendering it with no broken image."""
 
 import base64
+import errno
 import hashlib
 import html.parser
 import io
 import itertools
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -17,7 +19,7 @@ import pytest
 from matplotlib.image import imread
 
 from cnnrepro.models.facts import FAILS, HOLDS, NOT_MEASURED
-from cnnrepro.report import NoResultsError, claims, figures, tables, write_report
+from cnnrepro.report import NoResultsError, claims, figures, tables, write_report, writer
 from cnnrepro.report.__main__ import main as report_main
 from cnnrepro.store import ResultsStore
 
@@ -270,6 +272,26 @@ def test_the_report_is_regenerated_from_the_store_alone(report_dir):
     assert report_main([str(report_dir)]) == 0
     after = {p.name: p.read_bytes() for p in report_dir.iterdir() if p.suffix in (".html", ".png", ".csv")}
     assert after == before, "the same store gives the same report, byte for byte"
+
+
+def test_out_writes_the_report_elsewhere_and_leaves_the_store_untouched(report_dir, tmp_path):
+    before = {p.name: p.read_bytes() for p in report_dir.iterdir() if p.is_file()}
+    assert report_main([str(report_dir), "--out", str(tmp_path / "elsewhere")]) == 0
+    assert {p.name: p.read_bytes() for p in report_dir.iterdir() if p.is_file()} == before
+    written = {p.name: p.read_bytes() for p in (tmp_path / "elsewhere").iterdir()}
+    assert written["index.html"] == before["index.html"]
+    assert {n for n in before if n.endswith((".png", ".html"))} <= set(written)
+
+
+def test_a_store_that_cannot_be_written_is_one_line_naming_it(report_dir, monkeypatch, capsys):
+    def read_only(path, data):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    monkeypatch.setattr(writer, "write_atomic", read_only)
+    assert report_main([str(report_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(report_dir) in err and "Read-only file system" in err
+    assert "--out" in err
 
 
 def test_a_directory_without_results_is_a_clear_error(tmp_path, capsys):

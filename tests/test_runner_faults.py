@@ -265,6 +265,15 @@ def test_path_problems_are_one_line_and_leave_nothing(tmp_path, capsys, arrange,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"], "nothing created"
 
 
+def test_cnnrepro_data_below_a_file_is_the_same_one_line_as_data_dir(tmp_path, capsys, monkeypatch):
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("CNNREPRO_DATA", str(tmp_path / "file"))
+    assert main([*ARGV, "--out", str(tmp_path / "out"), "--dataset", "mnist"]) == 2
+    error = said(capsys)
+    assert f"cannot use {tmp_path}/file/mnist for datasets" in error and "Traceback" not in error
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"], "nothing created"
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only directories")
 def test_a_read_only_out_is_one_line(tmp_path, capsys):
     tmp_path.chmod(0o555)
@@ -303,6 +312,7 @@ def test_argument_slips_users_make(tmp_path, capsys):
     elsewhere = ["--out", str(tmp_path / "elsewhere")]
     assert main(["--profile", "smoke", "--suite", "degradation", "--models", "lenet5", *elsewhere]) == 0
     assert only_run(tmp_path / "elsewhere")["suite"] == "selected", "in no suite asked for"
+    assert "note: lenet5 in no suite asked for (--suite degradation)" in said(capsys)
     with pytest.raises(SystemExit):
         main(["--all", "--epochs", "two"])
     assert "--epochs: must be a whole number >= 1, got 'two'" in said(capsys)

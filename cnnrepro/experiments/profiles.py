@@ -28,6 +28,8 @@ class Profile:
     train_subset: int | None
     test_subset: int | None
     weight_decay: float = 5e-4
+    momentum: float = 0.9
+    init: str = "model"  # RunConfig.init: "xavier" re-initializes every model as d2l's trainer does
     schedule: str = "cosine"
     milestones: tuple[int, ...] = ()
     recipes: dict[str, Recipe] = field(default_factory=dict)
@@ -138,7 +140,7 @@ PROFILES = {
     ),
     "d2l": Profile(
         "d2l",
-        "d2l chapter 7's recipes on Fashion-MNIST: 10 epochs of plain SGD",
+        "d2l chapter 7's recipes on Fashion-MNIST: 10 epochs of plain SGD, Xavier init",
         "fashion-mnist",
         epochs=10,
         batch_size=128,
@@ -146,6 +148,8 @@ PROFILES = {
         train_subset=None,
         test_subset=None,
         weight_decay=0.0,
+        momentum=0.0,  # the book's torch.optim.SGD(params, lr): no momentum
+        init="xavier",  # the book's train_ch6 applies init_cnn to every network (LeNet, NiN, DenseNet too)
         schedule="constant",
         recipes={
             "lenet5": Recipe(lr=0.9, input_size=28, batch_size=256),

@@ -1,5 +1,6 @@
 """Shared argument helpers of the ops: the memory format a kernel runs in (mirrored from
-csrc/common.h for the fake kernels), and integer and int-or-pair arguments."""
+csrc/common.h for the fake kernels), one device for every tensor, and integer and int-or-pair
+arguments."""
 
 import operator
 
@@ -24,6 +25,16 @@ def empty_in_kernel_layout(x: torch.Tensor, shape=None, dtype=None) -> torch.Ten
         dtype=x.dtype if dtype is None else dtype,
         device=x.device,
     ).contiguous(memory_format=kernel_memory_format(x))
+
+
+def check_same_device(op: str, x: torch.Tensor, **tensors: torch.Tensor | None) -> None:
+    """Every given tensor on ``x``'s device, as the C++ kernels check. The fake kernels check it
+    too: a call mixing a ``meta`` tensor with real ones is dispatched to them, not to the kernels."""
+    for name, t in tensors.items():
+        if t is not None and t.device != x.device:
+            raise ValueError(
+                f"{op}: {name} is on {t.device} but the input is on {x.device}; move them to the same device"
+            )
 
 
 def index_int(value, what: str) -> int:

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import conv_flop_count, register_flop_formula
 
 import cnnrepro._build  # noqa: F401  (loads _C, which defines the ops)
-from cnnrepro.ops._layout import empty_in_kernel_layout, index_int, int_pair
+from cnnrepro.ops._layout import check_same_device, empty_in_kernel_layout, index_int, int_pair
 
 
 def conv_bn_relu(
@@ -45,6 +45,16 @@ def conv_bn_relu(
     groups = index_int(groups, "conv_bn_relu: groups")
     if x.dim() != 4:  # also before the unfused paths, where conv2d alone would take a 3-D input
         raise ValueError(f"conv_bn_relu: expected a 4-D input (N, C, H, W), got shape {tuple(x.shape)}")
+    check_same_device(
+        "conv_bn_relu",
+        x,
+        weight=weight,
+        bias=bias,
+        bn_weight=bn_weight,
+        bn_bias=bn_bias,
+        running_mean=running_mean,
+        running_var=running_var,
+    )
     check_running_stats(running_mean, running_var, x, weight)
     conv = (stride, padding, dilation, groups)
     if not training and running_mean is None:
@@ -121,6 +131,9 @@ def _train_flops(x_shape, w_shape, *_args, out_shape, **_kwargs) -> int:
 
 @torch.library.register_fake("cnnrepro::conv_bn_relu_train")
 def _train_fake(x, weight, bias, bn_weight, bn_bias, stride, padding, dilation, groups, eps):
+    check_same_device(
+        "cnnrepro::conv_bn_relu_train", x, weight=weight, bias=bias, bn_weight=bn_weight, bn_bias=bn_bias
+    )
     z = _conv_output(x, weight, bias, stride, padding, dilation, groups)
     channels = weight.shape[0]
     return torch.empty_like(z), z, z.new_empty(channels), z.new_empty(channels)
@@ -130,12 +143,33 @@ def _train_fake(x, weight, bias, bn_weight, bn_bias, stride, padding, dilation, 
 def _eval_fake(
     x, weight, bias, bn_weight, bn_bias, running_mean, running_var, stride, padding, dilation, groups, eps
 ):
+    check_same_device(
+        "cnnrepro::conv_bn_relu_eval",
+        x,
+        weight=weight,
+        bias=bias,
+        bn_weight=bn_weight,
+        bn_bias=bn_bias,
+        running_mean=running_mean,
+        running_var=running_var,
+    )
     return _conv_output(x, weight, bias, stride, padding, dilation, groups)
 
 
 @torch.library.register_fake("cnnrepro::conv_bn_relu_train_backward")
 def _train_backward_fake(grad_output, x, weight, conv_out, mean, var, bn_weight, bn_bias, *conv_and_mask):
     stride, padding, dilation, groups, _eps, mask = conv_and_mask
+    check_same_device(
+        "cnnrepro::conv_bn_relu_train_backward",
+        x,
+        grad_output=grad_output,
+        weight=weight,
+        conv_out=conv_out,
+        mean=mean,
+        var=var,
+        bn_weight=bn_weight,
+        bn_bias=bn_bias,
+    )
     # The kernel hands a dz laid out like conv_out to aten's convolution_backward: ask its meta kernel.
     dz = empty_in_kernel_layout(conv_out)
     channels = weight.shape[0]

@@ -26,6 +26,9 @@ DIFFERENCES = {
         "per_channel_rank": "bn_weight, bn_bias, running_mean and running_var must be 1-D with one value "
         "per output channel, as nn.BatchNorm2d makes them; native's functional batch_norm also reads any "
         "tensor of that many elements, whatever its shape.",
+        "weight_device": "a weight on another device than the input is refused, meta included: native's "
+        "conv2d takes a meta weight beside a CPU input and returns a meta result, which nothing can "
+        "read.",
         "eps_non_positive_in_eval": "eps must be > 0 in eval mode too (native checks it only in "
         "training): with eps = 0 a zero running variance divides by zero.",
     },

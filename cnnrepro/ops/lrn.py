@@ -4,7 +4,7 @@ import torch
 
 import cnnrepro._build  # noqa: F401  (loads _C, which defines the ops)
 from cnnrepro.ops import reference
-from cnnrepro.ops._layout import empty_in_kernel_layout, index_int
+from cnnrepro.ops._layout import check_same_device, empty_in_kernel_layout, index_int
 
 
 def lrn(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0) -> torch.Tensor:
@@ -44,6 +44,7 @@ def _lrn_fake(x, size, alpha, beta, k):
 
 @torch.library.register_fake("cnnrepro::lrn_backward")
 def _lrn_backward_fake(grad_output, x, size, alpha, beta, k):
+    check_same_device("cnnrepro::lrn_backward", x, grad_output=grad_output)
     return empty_in_kernel_layout(x)
 
 

@@ -3,7 +3,7 @@
 import torch
 
 import cnnrepro._build  # noqa: F401  (loads _C, which defines the ops)
-from cnnrepro.ops._layout import empty_in_kernel_layout, int_pair
+from cnnrepro.ops._layout import check_same_device, empty_in_kernel_layout, int_pair
 
 
 def _pair(value, name: str) -> list[int]:
@@ -61,6 +61,7 @@ def _forward_fake(x, kernel_size, stride, padding, dilation, ceil_mode):
 
 @torch.library.register_fake("cnnrepro::max_pool2d_with_argmax_backward")
 def _backward_fake(grad_output, indices, input_size, kernel_size, stride, padding, dilation, ceil_mode):
+    check_same_device("cnnrepro::max_pool2d_with_argmax_backward", grad_output, indices=indices)
     dy4 = grad_output if grad_output.dim() == 4 else grad_output.unsqueeze(0)
     out = empty_in_kernel_layout(dy4, shape=(*dy4.shape[:2], *input_size[-2:]))
     return out if grad_output.dim() == 4 else out.squeeze(0)

@@ -22,11 +22,19 @@ def main(argv=None) -> int:
         metavar="REF",
         help="add a Reproduction section: these runs judged against REF's",
     )
+    parser.add_argument(
+        "--out", type=Path, help="write the report here instead of into DIR (e.g. when DIR is read-only)"
+    )
     args = parser.parse_args(argv)
+    out = args.out or args.directory
     try:
-        index = write_report(args.directory, args.bench, args.against)
+        index = write_report(args.directory, args.bench, args.against, out=out)
     except (NoResultsError, StoreError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        hint = "" if args.out else "; --out DIR2 writes it elsewhere"
+        print(f"error: cannot write the report into {out}: {error.strerror or error}{hint}", file=sys.stderr)
         return 2
     print(f"report: {index}")
     return 0

@@ -31,19 +31,23 @@ def write_report(
     bench_dir: Path | None = None,
     against: Path | None = None,
     reproduction: pd.DataFrame | None = None,
+    out: Path | None = None,
 ) -> Path:
-    """Regenerates every report file in ``directory``; returns the path of index.html. With
-    ``against`` (another store: a reference), adds a Reproduction section judging this store's runs
-    against it (and writes compare.csv); ``reproduction`` is that judgement where the caller already
-    made it (compare() of the two stores)."""
+    """Regenerates every report file of ``directory``'s store in ``out`` (default: ``directory``
+    itself, the store left untouched either way but for the report's files); returns the path of
+    index.html. With ``against`` (another store: a reference), adds a Reproduction section judging
+    this store's runs against it (and writes compare.csv); ``reproduction`` is that judgement where
+    the caller already made it (compare() of the two stores)."""
     directory = Path(directory)
+    out = Path(out) if out is not None else directory
     results = load_results(directory, bench_dir)
     if against is not None:
         if reproduction is None:
             reproduction = compare(
                 load_store(against, "--against"), load_store(directory, "the report's store")
             )
-        write_atomic(directory / "compare.csv", reproduction.to_csv(index=False))
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomic(out / "compare.csv", reproduction.to_csv(index=False))
     summary = tables.summary_table(results.runs)
     curves = tables.degradation_curves(results.runs, results.epochs)
     degradation = tables.degradation_table(curves)
@@ -67,10 +71,11 @@ def write_report(
         )
     pngs = {name: figures.png_bytes(fig) for name, fig in pngs.items()}
 
-    write_atomic(directory / "summary.csv", summary.to_csv(index=False))
-    write_atomic(directory / "claims.csv", claims.to_csv(index=False))
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "summary.csv", summary.to_csv(index=False))
+    write_atomic(out / "claims.csv", claims.to_csv(index=False))
     for name, png in pngs.items():
-        write_atomic(directory / f"{name}.png", png)
+        write_atomic(out / f"{name}.png", png)
     sections = [
         ("summary", "Summary", summary_section(summary)),
         ("curves", "Learning curves", _figure_or_note(pngs, "learning_curves")),
@@ -83,7 +88,7 @@ def write_report(
         ("environment", "Environment, build and settings", environment_section(results)),
     ]
     title = f"cnnrepro report: {_describe_runs(results.runs)}"
-    index = directory / "index.html"
+    index = out / "index.html"
     write_atomic(index, html.page(title, sections))
     return index
 

@@ -11,9 +11,13 @@ import torch
 
 from cnnrepro import models
 from cnnrepro.data import Dataset
+from cnnrepro.models.blocks import init_glorot
 from cnnrepro.train.seeding import derive_seed
 
 SCHEDULES = ("constant", "cosine", "multistep")
+# "model": the builder's own initialization; "xavier": d2l's init_cnn, which the book's training
+# function applies to every network: Glorot-uniform Conv2d and Linear weights, biases left as built.
+INITS = ("model", "xavier")
 
 
 @dataclass(frozen=True)
@@ -42,10 +46,13 @@ class RunConfig:
     # their statistics (per rank otherwise). Both change the bits, so both name the run.
     world_size: int = 1
     sync_bn: bool = False
+    init: str = "model"  # see INITS
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
             raise ValueError(f"epochs and batch_size must be >= 1 and lr > 0, got {self}")
         if self.world_size < 1 or (self.sync_bn and self.world_size == 1):
@@ -63,7 +70,7 @@ class RunConfig:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-ADDED_FIELDS = {"world_size": 1, "sync_bn": False}
+ADDED_FIELDS = {"world_size": 1, "sync_bn": False, "init": "model"}
 
 
 def build_model(config: RunConfig, dataset: Dataset, device="cpu") -> torch.nn.Module:
@@ -80,6 +87,8 @@ def build_model(config: RunConfig, dataset: Dataset, device="cpu") -> torch.nn.M
         width=config.width,
         **extra,
     )
+    if config.init == "xavier":
+        init_glorot(model, (torch.nn.Conv2d, torch.nn.Linear), zero_biases=False)
     return model.to(device)
 
 
