@@ -5,10 +5,14 @@ import pytest
 import torch
 
 from cnnrepro import models
-from cnnrepro.models.resnet import ZeroPadShortcut
+from cnnrepro.models.resnet import ZeroPadShortcut, unit_model
 
 ALL = models.list_models()
 SMALL_WIDTH = 0.0625  # canonical resolutions at 1/16 of the channels keep CPU tests fast
+# Nets whose input gradient at init is rounding-sensitive noise, on either backend alone: 110 layers
+# without shortcuts; 1001 layers of original units (gradients near 4e5, and a 1e-14 change of the
+# input moves them by 0.02 on the native backend).
+ROUNDING_NOISE_GRADIENTS = ("plain110", "resnet1001")
 
 
 def build(name, **kwargs):
@@ -59,7 +63,7 @@ def test_custom_and_native_backends_agree(name):
         outputs.append(out)
         grads.append(xi.grad)
     torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-4, atol=1e-6)
-    if name != "plain110":  # 110 layers without shortcuts: its input gradient is rounding-sensitive noise
+    if name not in ROUNDING_NOISE_GRADIENTS:
         torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-7)
     native.load_state_dict(custom.state_dict())  # weights move across backends unchanged
 
@@ -75,6 +79,82 @@ def test_cifar_resnets_and_their_plain_twins(depth):
     assert len(shortcuts) == 2 and all(sum(p.numel() for p in s.parameters()) == 0 for s in shortcuts)
     convs = [m for m in residual.modules() if isinstance(m, torch.nn.Conv2d)]
     assert len(convs) + 1 == depth, "6n+2 layers: the convs and the FC"
+
+
+LEAF_NAMES = {torch.nn.Conv2d: "conv", torch.nn.BatchNorm2d: "bn", torch.nn.ReLU: "relu"}
+
+
+def layout(unit: torch.nn.Module) -> str:
+    """A residual unit's layers in the order they run: pre-activation, residual path, the addition
+    (+), what follows it."""
+
+    def leaves(module):
+        if module is None:
+            return []
+        return [LEAF_NAMES[type(m)] for m in module.modules() if type(m) in LEAF_NAMES]
+
+    return " ".join(leaves(unit.preact) + leaves(unit.branch) + ["+"] + leaves(unit.after))
+
+
+# He et al. 2016, Figure 4: (b) to (e), as the basic unit of a CIFAR ResNet places them.
+FIGURE_4 = {
+    "bn_after_add": "conv bn relu conv + bn relu",
+    "relu_before_add": "conv bn relu conv bn relu +",
+    "relu_preact": "relu conv bn relu conv bn +",
+    "full_preact": "bn relu conv bn relu conv +",
+}
+
+
+@pytest.mark.parametrize("unit", FIGURE_4)
+@pytest.mark.parametrize("depth", [20, 110])
+def test_table_2_units_place_bn_and_relu_as_figure_4(depth, unit):
+    model = build(unit_model(depth, unit))
+    assert model.info.name == unit_model(depth, unit)
+    for stage in (model.layer1, model.layer2, model.layer3):
+        assert [layout(block) for block in stage] == [FIGURE_4[unit]] * len(stage)
+    assert models.count_parameters(model) == models.count_parameters(build(f"resnet{depth}")), (
+        "the units move BN and ReLU, and every conv is the same"
+    )
+
+
+def test_unit_argument_builds_the_registered_variants():
+    torch.manual_seed(0)
+    by_argument = build("resnet20", unit="full_preact").state_dict()
+    torch.manual_seed(0)
+    registered = build("preresnet20").state_dict()
+    assert by_argument.keys() == registered.keys()
+    assert all(torch.equal(by_argument[k], registered[k]) for k in registered)
+    with pytest.raises(ValueError, match="unit must be one of"):
+        build("resnet20", unit="preact")
+    with pytest.raises(ValueError, match="plain net"):
+        build("plain20", unit="full_preact")
+
+
+def test_pre_activation_stages_share_their_first_activation_and_end_with_bn_relu():
+    model = build("preresnet164")
+    for stage in (model.layer1, model.layer2, model.layer3):
+        first, rest = stage[0], stage[1:]
+        assert layout(first) == "bn relu conv bn relu conv bn relu conv +", "BN-ReLU before the split"
+        assert isinstance(first.shortcut, torch.nn.Conv2d), "a 1x1 projection where the width changes"
+        assert {layout(unit) for unit in rest} == {"bn relu conv bn relu conv bn relu conv +"}
+        assert all(unit.preact is None and unit.shortcut is None for unit in rest)
+    assert type(model.conv1) is torch.nn.Conv2d, "the bare stem conv: the first unit's BN-ReLU follows"
+    assert [type(m) for m in model.final] == [torch.nn.BatchNorm2d, torch.nn.ReLU]
+    original = build("resnet164")
+    assert layout(original.layer2[1]) == "conv bn relu conv bn relu conv bn + relu"
+
+
+@pytest.mark.parametrize("depth", [164, 1001])
+def test_bottleneck_resnets_have_9n_plus_2_layers(depth):
+    with torch.device("meta"):
+        model = build(f"preresnet{depth}")
+    projections = {
+        id(unit.shortcut) for stage in (model.layer1, model.layer2, model.layer3) for unit in stage
+    }
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and id(m) not in projections]
+    assert len(convs) + 1 == depth, "9n+2 layers: the convs on the residual paths, the stem and the FC"
+    widths = [stage[-1].branch[-1].out_channels for stage in (model.layer1, model.layer2, model.layer3)]
+    assert widths == [64, 128, 256]
 
 
 def test_lenet_summary_names_its_layers():

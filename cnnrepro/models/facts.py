@@ -56,6 +56,12 @@ def _count(name: str, **config) -> int:
     return count_parameters(_shapes_only(name, **config))
 
 
+def count_weights(model: torch.nn.Module) -> int:
+    """The conv and FC weights alone: no BatchNorm scales and shifts, no biases."""
+    layers = (torch.nn.Conv2d, torch.nn.Linear)
+    return sum(m.weight.numel() for m in model.modules() if isinstance(m, layers))
+
+
 # --- claims about the networks' sizes, computed from the built layers ---------------------------
 
 
@@ -63,7 +69,8 @@ def published_count(name: str) -> tuple[int, bool, str]:
     """Model ``name``'s parameter count at its published config, whether it matches the published
     figure (to the digits the source gives), and that figure as the source writes it."""
     info = model_info(name)
-    count = _count(name, **dict(info.published_config))
+    model = _shapes_only(name, **dict(info.published_config))
+    count = count_weights(model) if info.published_weights_only else count_parameters(model)
     if info.published_digits is None:
         return count, count == info.published_params, f"{info.published_params:,}"
     rounded = float(f"{count:.{info.published_digits}g}")

@@ -30,6 +30,7 @@ class ModelInfo:
     published_config: tuple[tuple[str, object], ...] = ()  # builder arguments the count is for
     published_digits: int | None = None  # significant digits the source gives; None: exact
     published_note: str = ""  # what the reader should know about the published config
+    published_weights_only: bool = False  # the source counted conv and FC weights alone (no BN, no biases)
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
@@ -49,6 +50,7 @@ def register_model(
     published_config: tuple[tuple[str, object], ...] = (),
     published_digits: int | None = None,
     published_note: str = "",
+    published_weights_only: bool = False,
 ):
     """Registers the decorated builder under ``name``; a name can be registered once."""
 
@@ -73,6 +75,7 @@ def register_model(
             published_config,
             published_digits,
             published_note,
+            published_weights_only,
         )
         return builder
 
