@@ -17,6 +17,7 @@ from cnnrepro.train import (
     build_model,
     derive_seed,
     load_checkpoint,
+    lr_factor,
     save_atomic,
     train_run,
 )
@@ -149,6 +150,16 @@ def test_config_errors_and_identity():
         RunConfig(**SMALL, schedule="linear")
     with pytest.raises(ValueError, match="epochs"):
         RunConfig(**(SMALL | {"epochs": 0}))
+
+
+def test_warmup_runs_the_first_iterations_at_a_tenth_of_the_lr_then_the_schedule():
+    config = RunConfig(**SMALL, schedule="multistep", milestones=(6,), warmup_steps=3)
+    factor = lr_factor(config, total_steps=10)
+    assert [factor(step) for step in (0, 2, 3, 5, 6, 9)] == pytest.approx([0.1, 0.1, 1, 1, 0.1, 0.1])
+    assert config.key() != RunConfig(**SMALL, schedule="multistep", milestones=(6,)).key()
+    assert RunConfig(**SMALL).key() == "6be4dd5ab5fb2a1a", "no warm-up: the key from before the field"
+    with pytest.raises(ValueError, match="warmup_steps"):
+        RunConfig(**SMALL, warmup_steps=-1)
 
 
 def test_atomic_save_leaves_no_temp_files(tmp_path):

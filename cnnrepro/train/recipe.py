@@ -15,6 +15,7 @@ from cnnrepro.models.blocks import init_glorot
 from cnnrepro.train.seeding import derive_seed
 
 SCHEDULES = ("constant", "cosine", "multistep")
+WARMUP_FACTOR = 0.1  # He et al.'s warm-up: lr 0.01 where the schedule starts at 0.1
 # "model": the builder's own initialization; "xavier": d2l's init_cnn, which the book's training
 # function applies to every network: Glorot-uniform Conv2d and Linear weights, biases left as built.
 INITS = ("model", "xavier")
@@ -35,6 +36,7 @@ class RunConfig:
     schedule: str = "cosine"  # per iteration: constant, cosine to 0, or multistep (x gamma at milestones)
     milestones: tuple[int, ...] = ()  # iterations, for multistep
     gamma: float = 0.1
+    warmup_steps: int = 0  # the first iterations at lr x WARMUP_FACTOR, then the schedule's lr
     backend: str = "custom"
     width: float = 1.0
     input_size: int | None = None  # None: the dataset's own resolution
@@ -55,6 +57,8 @@ class RunConfig:
             raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
             raise ValueError(f"epochs and batch_size must be >= 1 and lr > 0, got {self}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
         if self.world_size < 1 or (self.sync_bn and self.world_size == 1):
             raise ValueError(f"world_size must be >= 1, and sync_bn needs more than one, got {self}")
 
@@ -70,7 +74,7 @@ class RunConfig:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-ADDED_FIELDS = {"world_size": 1, "sync_bn": False, "init": "model"}
+ADDED_FIELDS = {"world_size": 1, "sync_bn": False, "init": "model", "warmup_steps": 0}
 
 
 def build_model(config: RunConfig, dataset: Dataset, device="cpu") -> torch.nn.Module:
@@ -104,13 +108,22 @@ def make_optimizer(config: RunConfig, model: torch.nn.Module) -> torch.optim.SGD
     )
 
 
-def lr_factor(config: RunConfig, total_steps: int):
-    """The LR multiplier at each iteration."""
+def schedule_factor(config: RunConfig, total_steps: int):
+    """The schedule's LR multiplier at each iteration."""
     if config.schedule == "cosine":
         return lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
     if config.schedule == "multistep":
         return lambda step: config.gamma ** sum(step >= m for m in config.milestones)
     return lambda step: 1.0
+
+
+def lr_factor(config: RunConfig, total_steps: int):
+    """The LR multiplier at each iteration: WARMUP_FACTOR through the warm-up, then the schedule's
+    (He et al. 2016 warm up every CIFAR run with lr 0.01 for 400 iterations, then go back to 0.1)."""
+    factor = schedule_factor(config, total_steps)
+    if not config.warmup_steps:
+        return factor
+    return lambda step: WARMUP_FACTOR if step < config.warmup_steps else factor(step)
 
 
 def make_scheduler(config: RunConfig, optimizer: torch.optim.Optimizer, total_steps: int):
