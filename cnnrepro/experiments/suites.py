@@ -1,6 +1,6 @@
 """Suites: which models a run of the runner trains, turned into RunConfigs by a profile."""
 
-from cnnrepro.experiments.profiles import Profile
+from cnnrepro.experiments.profiles import IDENTITY_PAPER, IDENTITY_QUICK, Profile
 from cnnrepro.models import model_info
 from cnnrepro.train import RunConfig
 
@@ -9,6 +9,14 @@ SUITES = {
     "classic": ["lenet5", "alexnet", "vgg11", "nin", "googlenet", "resnet18", "densenet-d2l"],
     # He et al. Figure 6: plain nets against their residual twins, at every depth the figure shows.
     "degradation": [f"{kind}{depth}" for depth in (20, 32, 44, 56, 110) for kind in ("plain", "resnet")],
+}
+
+# Suites that run only when named (--suite), never under --all: each is longer than make run's time.
+OPT_IN_SUITES = {
+    # He et al. 2016 (Identity Mappings): Table 2's five units at ResNet-20 (the quick profile's
+    # depth) and ResNet-110 (the paper's); Table 3's original vs full pre-activation at 164 and 1001
+    # layers. Each profile leaves out the depths it does not train.
+    "identity": [*IDENTITY_QUICK, *IDENTITY_PAPER],
 }
 
 
@@ -39,6 +47,7 @@ def plan_runs(
                     init=profile.init,
                     schedule=recipe.schedule or profile.schedule,
                     milestones=profile.milestones,
+                    warmup_steps=recipe.warmup_steps,
                     backend=backend,
                     width=recipe.width or profile.width,
                     input_size=recipe.input_size,

@@ -8,8 +8,9 @@ runs in the results store, against the published results written here once with 
 
 import pandas as pd
 
-from cnnrepro.models import facts
+from cnnrepro.models import facts, list_models
 from cnnrepro.models.facts import NOT_MEASURED, Claim, verdict
+from cnnrepro.models.resnet import UNITS, unit_model
 
 HE_2015 = "He, Zhang, Ren, Sun. Deep residual learning for image recognition. 2015"
 D2L = "Zhang, Lipton, Li, Smola. Dive into Deep Learning, chapter 7"
@@ -27,6 +28,23 @@ D2L_TEST_ACC = {  # of the book's own networks (cnnrepro/models/d2l.py), which t
     "densenet-d2l": 0.89,
 }
 D2L_TOLERANCE = 0.02  # single runs; d2l's own numbers move by about this much between releases
+HE_2016 = "He, Zhang, Ren, Sun. Identity mappings in deep residual networks. ECCV 2016"
+# He et al. 2016, CIFAR-10 test error (%), median of 5 runs: Table 2's units at ResNet-110 and
+# ResNet-164, Table 3's ResNet-1001.
+HE_2016_TEST_ERROR = {
+    (110, "original"): 6.61,
+    (110, "bn_after_add"): 8.17,
+    (110, "relu_before_add"): 7.84,
+    (110, "relu_preact"): 6.71,
+    (110, "full_preact"): 6.37,
+    (164, "original"): 5.93,
+    (164, "bn_after_add"): 6.50,
+    (164, "relu_before_add"): 6.14,
+    (164, "relu_preact"): 5.91,
+    (164, "full_preact"): 5.46,
+    (1001, "original"): 7.61,
+    (1001, "full_preact"): 4.92,
+}
 
 
 # --- claims about training, measured from the runs -----------------------------------------------
@@ -60,6 +78,26 @@ def degradation_claim(table: pd.DataFrame) -> Claim:
     return Claim(claim, f"{HE_2015}, Figure 6", expected, measured, verdict(ok))
 
 
+def identity_ordering_claim(table: pd.DataFrame) -> Claim:
+    """At the deepest depth with all five of Table 2's units: full pre-activation ends with a final
+    training loss at most the original's, and BN after addition with the highest of the five.
+    ``table`` is :func:`tables.identity_table`'s."""
+    claim = "full pre-activation trains best, BN after addition worst"
+    expected = "final training loss: full pre-activation <= original; BN after addition the highest"
+    complete = table.groupby("depth")["unit"].nunique() if not table.empty else pd.Series(dtype=int)
+    depths = complete[complete == len(UNITS)].index
+    if depths.empty:
+        why = "needs the identity suite's five units at one depth (python -m cnnrepro.run --suite identity)"
+        return Claim(claim, HE_2016, expected, "", NOT_MEASURED, why)
+    final = table[table["depth"] == depths.max()].set_index("unit")
+    loss = final["train_loss"]
+    measured = f"depth {depths.max()}, final training loss: " + ", ".join(
+        f"{unit} {loss[unit]:.4f} (spread {final.loc[unit, 'train_loss_spread']:.4f})" for unit in UNITS
+    )
+    ok = loss["full_preact"] <= loss["original"] and loss.idxmax() == "bn_after_add"
+    return Claim(claim, f"{HE_2016}, Table 2 and Figure 6", expected, measured, verdict(ok))
+
+
 def _finished_runs(runs: pd.DataFrame, model: str, dataset: str, profile: str) -> pd.DataFrame:
     match = runs[(runs["model"] == model) & (runs["dataset"] == dataset) & (runs["profile"] == profile)]
     return match[match["status"] == "finished"]
@@ -70,29 +108,55 @@ def _ran_instead(runs: pd.DataFrame) -> str:
     return ", ".join(pairs) or "nothing"
 
 
+def cifar_error_claim(runs: pd.DataFrame, model: str, claim: str, error: float, source: str, median=False):
+    """``model``'s CIFAR-10 test error under the paper profile (the mean over seeds, or the median
+    where the source gives medians) within HE_TOLERANCE_PP of the published ``error``."""
+    found = _finished_runs(runs, model, "cifar10", "paper")
+    expected = f"{error}% ± {HE_TOLERANCE_PP} pp"
+    if found.empty:
+        why = f"needs {model} under the paper profile on cifar10; this store ran {_ran_instead(runs)}"
+        return Claim(claim, source, expected, "", NOT_MEASURED, why)
+    errors = 100 * (1 - found["test_acc"])
+    measured = errors.median() if median else errors.mean()
+    statistic = "median" if median else "mean"
+    return Claim(
+        claim,
+        source,
+        expected,
+        f"{measured:.2f}% ({statistic} of {len(found)} seeds)",
+        verdict(abs(measured - error) <= HE_TOLERANCE_PP),
+    )
+
+
+def identity_result_claims(runs: pd.DataFrame) -> list[Claim]:
+    """He et al. 2016's Tables 2 and 3, unit by unit and depth by depth (Table 2's units at 164
+    layers are not registered: get_model("resnet164", unit=...) builds them, no suite trains them)."""
+    claims = []
+    for (depth, unit), error in HE_2016_TEST_ERROR.items():
+        model = unit_model(depth, unit)
+        claim = f"ResNet-{depth} with {unit.replace('_', ' ')} units reaches {error}% CIFAR-10 test error"
+        table = "Table 3" if depth == 1001 else "Table 2"
+        if model not in list_models():
+            why = f"{model} is not registered: the identity suite trains Table 2 at ResNet-110"
+            claims.append(Claim(claim, f"{HE_2016}, {table}", f"{error}%", "", NOT_MEASURED, why))
+            continue
+        claims.append(cifar_error_claim(runs, model, claim, error, f"{HE_2016}, {table}", median=True))
+    return claims
+
+
 def published_result_claims(runs: pd.DataFrame) -> list[Claim]:
     """Published accuracies, compared only with runs whose dataset and recipe (profile) match."""
-    claims = []
-    for depth, error in HE_TEST_ERROR.items():
-        found = _finished_runs(runs, f"resnet{depth}", "cifar10", "paper")
-        claim = f"ResNet-{depth} reaches {error}% CIFAR-10 test error"
-        expected = f"{error}% ± {HE_TOLERANCE_PP} pp"
-        if found.empty:
-            why = (
-                f"needs resnet{depth} under the paper profile on cifar10; this store ran {_ran_instead(runs)}"
-            )
-            claims.append(Claim(claim, f"{HE_2015}, Table 6", expected, "", NOT_MEASURED, why))
-            continue
-        measured = 100 * (1 - found["test_acc"].mean())
-        claims.append(
-            Claim(
-                claim,
-                f"{HE_2015}, Table 6",
-                expected,
-                f"{measured:.2f}% ({len(found)} seeds)",
-                verdict(abs(measured - error) <= HE_TOLERANCE_PP),
-            )
+    claims = [
+        cifar_error_claim(
+            runs,
+            f"resnet{depth}",
+            f"ResNet-{depth} reaches {error}% CIFAR-10 test error",
+            error,
+            f"{HE_2015}, Table 6",
         )
+        for depth, error in HE_TEST_ERROR.items()
+    ]
+    claims += identity_result_claims(runs)
     for model, accuracy in D2L_TEST_ACC.items():
         found = _finished_runs(runs, model, "fashion-mnist", "d2l")
         claim = f"{model} reaches {accuracy:.2f} Fashion-MNIST test accuracy in 10 epochs"
@@ -125,7 +189,15 @@ def published_result_claims(runs: pd.DataFrame) -> list[Claim]:
     return claims
 
 
-def check_claims(runs: pd.DataFrame, degradation: pd.DataFrame) -> pd.DataFrame:
-    """Every claim, as a DataFrame in the order the report shows them."""
-    claims = facts.architecture_claims() + [degradation_claim(degradation)] + published_result_claims(runs)
+def check_claims(
+    runs: pd.DataFrame, degradation: pd.DataFrame, identity: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Every claim, as a DataFrame in the order the report shows them. ``identity`` is
+    :func:`tables.identity_table`'s (None: the identity suite's ordering is not measured)."""
+    identity = pd.DataFrame(columns=["depth", "unit"]) if identity is None else identity
+    claims = (
+        facts.architecture_claims()
+        + [degradation_claim(degradation), identity_ordering_claim(identity)]
+        + published_result_claims(runs)
+    )
     return pd.DataFrame([vars(c) for c in claims])

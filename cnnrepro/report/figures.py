@@ -65,6 +65,21 @@ def accuracy_vs_cost(summary: pd.DataFrame) -> Figure:
     return fig
 
 
+def seed_band(ax, curve: pd.DataFrame, value: str, scale: float = 1, **style) -> None:
+    """``value``'s mean over seeds per epoch as a line, its least to greatest seed as a band, both
+    times ``scale``; ``curve`` has epoch, value, value_min and value_max columns."""
+    ax.plot(curve["epoch"], scale * curve[value], **style)
+    band = {k: v for k, v in style.items() if k in ("color",)}
+    ax.fill_between(
+        curve["epoch"],
+        scale * curve[f"{value}_min"],
+        scale * curve[f"{value}_max"],
+        alpha=0.1,
+        linewidth=0,
+        **band,
+    )
+
+
 def degradation(curves: pd.DataFrame, caption: str) -> Figure:
     """He et al. Figure 6: final training error against depth, plain vs residual (left), and the
     per-epoch training error of every depth, plain (middle) and residual (right). Lines are the mean
@@ -95,19 +110,9 @@ def degradation(curves: pd.DataFrame, caption: str) -> Figure:
         depths = sorted(curves.loc[curves["kind"] == kind, "depth"].unique())
         for shade, depth in enumerate(depths, start=1):
             curve = curves[(curves["kind"] == kind) & (curves["depth"] == depth)]
-            color = KIND_STYLE[kind]["color"]
             alpha = 0.3 + 0.7 * shade / len(depths)
-            ax.plot(
-                curve["epoch"], 100 * curve["train_error"], color=color, alpha=alpha, label=f"{kind}-{depth}"
-            )
-            ax.fill_between(
-                curve["epoch"],
-                100 * curve["train_error_min"],
-                100 * curve["train_error_max"],
-                color=color,
-                alpha=0.1,
-                linewidth=0,
-            )
+            style = {"color": KIND_STYLE[kind]["color"], "alpha": alpha, "label": f"{kind}-{depth}"}
+            seed_band(ax, curve, "train_error", 100, **style)
         ax.set_title(f"{kind} nets", fontsize=10)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -116,6 +121,35 @@ def degradation(curves: pd.DataFrame, caption: str) -> Figure:
             ax.legend(fontsize=8)
     for ax in (final_ax, plain_ax, residual_ax):
         ax.grid(alpha=0.3)
+    fig.suptitle(caption, fontsize=10)
+    return fig
+
+
+UNIT_STYLE = {"original": {"color": "tab:gray"}, "full_preact": {"color": "tab:red"}}
+
+
+def identity(curves: pd.DataFrame, caption: str) -> Figure:
+    """He et al. 2016, Figure 6, at every depth with both: training loss (dashed, left axis) and test
+    error (solid, right axis) per epoch, original units against full pre-activation. Lines are the
+    mean over seeds; bands span the least to the greatest seed. ``curves`` is
+    :func:`tables.identity_curves`'."""
+    pairs = curves[curves["unit"].isin(UNIT_STYLE)]
+    depths = [d for d, units in pairs.groupby("depth")["unit"] if units.nunique() == len(UNIT_STYLE)]
+    fig = Figure(figsize=(5 * max(1, len(depths)), 4), layout="constrained")
+    for ax, depth in zip(fig.subplots(1, max(1, len(depths)), squeeze=False).ravel(), depths, strict=False):
+        error_ax = ax.twinx()
+        for unit, style in UNIT_STYLE.items():
+            curve = pairs[(pairs["depth"] == depth) & (pairs["unit"] == unit)]
+            seed_band(ax, curve, "train_loss", linestyle="--", label=f"{unit}, training loss", **style)
+            seed_band(error_ax, curve, "test_error", 100, label=f"{unit}, test error", **style)
+        ax.set_title(f"depth {depth}", fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("training loss (dashed)")
+        error_ax.set_ylabel("test error (%, solid)")
+        ax.grid(alpha=0.3)
+        lines = ax.get_lines() + error_ax.get_lines()
+        ax.legend(lines, [line.get_label() for line in lines], fontsize=8)
     fig.suptitle(caption, fontsize=10)
     return fig
 

@@ -4,6 +4,8 @@ import re
 
 import pandas as pd
 
+from cnnrepro.models.resnet import UNITS
+
 GROUP = ["suite", "model", "backend", "dataset", "profile"]  # runs that differ only in their seed
 
 SUMMARY_COLUMNS = [
@@ -68,6 +70,14 @@ def reproducibility_table(runs: pd.DataFrame) -> pd.DataFrame:
 DEPTH_NAME = re.compile(r"^(plain|resnet)(\d+)$")
 
 
+def over_seeds(rows: pd.DataFrame, by: list[str], values: list[str]) -> pd.DataFrame:
+    """Per ``by`` group, each of ``values``: the mean over seeds, then its least and greatest
+    (``<value>_min``, ``<value>_max``); sorted by ``by``."""
+    stats = (("", "mean"), ("_min", "min"), ("_max", "max"))
+    aggregates = {f"{value}{suffix}": (value, how) for value in values for suffix, how in stats}
+    return rows.groupby(by, as_index=False).agg(**aggregates).sort_values(by).reset_index(drop=True)
+
+
 def degradation_curves(runs: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
     """Per-epoch training error of the degradation suite: kind (plain/residual), depth, epoch,
     train_error (the mean over seeds; the running error over each epoch's batches, in train mode),
@@ -82,17 +92,12 @@ def degradation_curves(runs: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame
     rows["depth"] = pd.to_numeric(parsed[1])
     rows["train_error"] = 1 - rows["train_acc"]
     rows = rows.dropna(subset=["kind"])
-    curves = rows.groupby(["kind", "depth", "epoch"], as_index=False).agg(
-        train_error=("train_error", "mean"),
-        train_error_min=("train_error", "min"),
-        train_error_max=("train_error", "max"),
-    )
-    return curves.sort_values(["kind", "depth", "epoch"]).reset_index(drop=True)[columns]
+    return over_seeds(rows, ["kind", "depth", "epoch"], ["train_error"])[columns]
 
 
-def final_errors(curves: pd.DataFrame) -> pd.DataFrame:
-    """The last epoch's row of each (kind, depth) of :func:`degradation_curves`, indexed by both."""
-    return curves.sort_values("epoch").groupby(["kind", "depth"]).last()
+def final_errors(curves: pd.DataFrame, by: tuple[str, ...] = ("kind", "depth")) -> pd.DataFrame:
+    """The last epoch's row of each ``by`` group of per-epoch ``curves``, indexed by ``by``."""
+    return curves.sort_values("epoch").groupby(list(by)).last()
 
 
 DEGRADATION_COLUMNS = ["depth", "plain", "plain_spread", "residual", "residual_spread"]
@@ -109,6 +114,60 @@ def degradation_table(curves: pd.DataFrame) -> pd.DataFrame:
     table.columns = [kind if what == "train_error" else f"{kind}_spread" for what, kind in table.columns]
     table = table.reindex(columns=DEGRADATION_COLUMNS[1:])
     return table.reset_index().rename_axis(columns=None)
+
+
+# He et al. 2016's CIFAR nets by unit: resnet110 (original), resnet110-bn_after_add, preresnet110.
+UNIT_NAME = re.compile(r"^(pre)?resnet(\d+)(?:-([a-z_]+))?$")
+IDENTITY_VALUES = ["train_loss", "train_error", "test_error"]
+
+
+def units_of(models: pd.Series) -> pd.DataFrame:
+    """The depth and the unit (one of UNITS, else NaN) of each model name."""
+    parsed = models.str.extract(UNIT_NAME)
+    unit = parsed[2].where(parsed[0].isna(), "full_preact").fillna("original")
+    return pd.DataFrame(
+        {"depth": pd.to_numeric(parsed[1]), "unit": unit.where(unit.isin(UNITS) & parsed[1].notna())},
+        index=models.index,
+    )
+
+
+def identity_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The identity suite's runs, with their depth and unit: every unit net at each depth where the
+    full pre-activation net ran. Taken by model, not by suite: the original units' runs are the
+    degradation suite's too (same config, same key), and the store labels a run once."""
+    units = units_of(runs["model"])
+    found = runs.join(units).dropna(subset=["unit"])
+    preact_depths = found.loc[found["unit"] == "full_preact", "depth"].unique()
+    return found[found["depth"].isin(preact_depths)]
+
+
+def identity_curves(runs: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
+    """Per-epoch training loss, training error and test error of the identity suite's runs by
+    depth and unit: the mean over seeds and its least and greatest (``_min``, ``_max``)."""
+    by = ["depth", "unit", "epoch"]
+    suite = identity_runs(runs)
+    if suite.empty or epochs.empty:
+        columns = [f"{v}{s}" for v in IDENTITY_VALUES for s in ("", "_min", "_max")]
+        return pd.DataFrame(columns=by + columns)
+    rows = epochs[epochs["key"].isin(suite["key"])]
+    rows = rows.join(units_of(rows["model"]))
+    rows = rows.assign(train_error=1 - rows["train_acc"], test_error=1 - rows["test_acc"])
+    return over_seeds(rows, by, IDENTITY_VALUES)
+
+
+IDENTITY_COLUMNS = ["depth", "unit"] + [f"{v}{s}" for v in IDENTITY_VALUES for s in ("", "_spread")]
+
+
+def identity_table(curves: pd.DataFrame) -> pd.DataFrame:
+    """The final epoch of each depth and unit (Table 2's order): training loss, training error and
+    test error, each the mean over seeds and its spread (greatest - least; 0 with one seed)."""
+    if curves.empty:
+        return pd.DataFrame(columns=IDENTITY_COLUMNS)
+    final = final_errors(curves, ("depth", "unit")).reset_index()
+    for value in IDENTITY_VALUES:
+        final[f"{value}_spread"] = final[f"{value}_max"] - final[f"{value}_min"]
+    final["order"] = final["unit"].map(UNITS.index)
+    return final.sort_values(["depth", "order"])[IDENTITY_COLUMNS].reset_index(drop=True)
 
 
 def profile_table(profile: dict) -> pd.DataFrame:
