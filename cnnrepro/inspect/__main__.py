@@ -1,0 +1,80 @@
+"""``python -m cnnrepro.inspect OUT --model M``: one image through a stored run's final weights,
+pictured: every chosen layer's feature maps, the first convolution's filters and the top-5
+predictions, under OUT/inspect/<run>/<image>/. Errors are one line and exit status 2."""
+
+import argparse
+import sys
+from pathlib import Path
+
+from cnnrepro.inspect.inspection import file_image, test_image, write_inspection
+from cnnrepro.inspect.layers import FAMILY_RULES
+from cnnrepro.inspect.stored import InspectError, find_run, load_run
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m cnnrepro.inspect",
+        description=__doc__,
+        epilog="Default layers, per family (children of the trunk whose class matches): "
+        + "; ".join(
+            f"{family}: {rule.trunk or '<model>'} {'|'.join(rule.kinds)}"
+            for family, rule in FAMILY_RULES.items()
+        ),
+    )
+    parser.add_argument(
+        "directory", type=Path, metavar="OUT", help="a runner output directory (runs.csv, checkpoints/)"
+    )
+    parser.add_argument("--model", required=True, help="the run's model, as runs.csv names it")
+    parser.add_argument("--seed", type=int, default=0, help="the run's seed (default: 0)")
+    parser.add_argument("--key", help="the run's key, where several runs of the model have the seed")
+    parser.add_argument(
+        "--image", default="0", help="test image N of the run's dataset (default: 0), or an image file's path"
+    )
+    parser.add_argument(
+        "--layers",
+        nargs="+",
+        metavar="PATH",
+        help="module paths or patterns (* within one dot-separated segment)",
+    )
+    parser.add_argument("--device", default="cpu", help="where the forward pass runs (default: cpu)")
+    parser.add_argument(
+        "--data-dir", type=Path, help="where datasets are (default: $CNNREPRO_DATA or the cache)"
+    )
+    return parser.parse_args(argv)
+
+
+def inspect(args: argparse.Namespace) -> Path:
+    """Writes the pictures the arguments ask for; returns predictions.json's path."""
+    row = find_run(args.directory, args.model, args.seed, args.key)
+    run = load_run(args.directory, row, args.device, args.data_dir)
+    if args.image.isdigit():
+        (image, label), source = test_image(run, int(args.image)), f"test-{args.image}"
+    else:
+        image, label, source = file_image(run, Path(args.image)), None, f"file-{Path(args.image).stem}"
+    try:
+        return write_inspection(
+            run, args.directory / "inspect" / run.name / source, image, label, source, args.layers
+        )
+    except LookupError as error:
+        raise InspectError(str(error.args[0])) from None
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        predictions = inspect(args)
+    except InspectError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(
+            f"error: cannot write into {args.directory / 'inspect'}: {error.strerror or error}",
+            file=sys.stderr,
+        )
+        return 2
+    print(f"inspect: {predictions.parent}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
