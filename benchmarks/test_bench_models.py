@@ -14,7 +14,9 @@ from cnnrepro.experiments import PROFILES, SUITES, plan_runs
 from cnnrepro.train import TrainState, build_model, train_pass
 
 PROFILE = PROFILES["quick"]
-MODELS = SUITES["classic"] + ["resnet20", "plain20"]
+# preresnet20: full pre-activation units, where our fused conv-BN-ReLU runs only the convs inside a
+# unit (its leading BN-ReLU and last conv are native), against resnet20's, which it runs throughout.
+MODELS = SUITES["classic"] + ["resnet20", "plain20", "preresnet20"]
 LOOP_MODELS = ["lenet5", "resnet20"]  # a tiny net, where batching matters most, and a CIFAR ResNet
 
 
