@@ -15,11 +15,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m cnnrepro.inspect",
         description=__doc__,
-        epilog="Default layers, per family (children of the trunk whose class matches): "
+        epilog="Default layers: per family, the children of its trunk but for the classes it skips ("
         + "; ".join(
-            f"{family}: {rule.trunk or '<model>'} {'|'.join(rule.kinds)}"
+            f"{family}: {rule.trunk or '<model>'} but {' '.join(rule.skip)}"
             for family, rule in FAMILY_RULES.items()
-        ),
+        )
+        + "), those that return feature maps",
     )
     parser.add_argument(
         "directory", type=Path, metavar="OUT", help="a runner output directory (runs.csv, checkpoints/)"

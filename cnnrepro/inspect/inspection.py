@@ -11,7 +11,6 @@ from cnnrepro.data.dataset import normalized
 from cnnrepro.files import write_atomic
 from cnnrepro.inspect import layers, pictures
 from cnnrepro.inspect.stored import InspectError, StoredRun
-from cnnrepro.report.figures import png_bytes
 
 TOP = 5
 
@@ -77,6 +76,10 @@ def write_inspection(
 ) -> Path:
     """Writes ``image``'s pictures through the run into ``directory`` (created): input.png, one
     PNG per layer, filters.png and predictions.json. Returns predictions.json's path."""
+    # The report's PNG writer (no timestamp: same run, same bytes). Imported here, not above: the
+    # report imports this module for its Inside the networks section.
+    from cnnrepro.report.figures import png_bytes
+
     maps, logits, not_maps = inspect_image(run, image, patterns)
     if not maps:
         raise InspectError(f"no layer of {', '.join(not_maps)} returns feature maps (N, C, H, W)")

@@ -1,12 +1,13 @@
 """Which layers to look at, and what they returned for an input.
 
 By default, a rule per model family (``FAMILY_RULES``, read through the registry's
-``ModelInfo.family``): the children of the family's trunk whose class matches one of its kinds,
-i.e. each convolution block's output, each pooling layer's, each Inception module's, each residual
-stage's and each dense block's and transition's. Of those, the layers whose output is feature maps
-(N, C, H, W) are shown: LeNet's rule names its squashing functions, and the ones after its fully
-connected layers drop out. Users name layers by module path or by a pattern whose ``*`` and ``?``
-stay within one dot-separated segment (``layer*``: layer1 to layer4, not layer1.0)."""
+``ModelInfo.family``): the children of the family's trunk, in order, but for the kinds the rule
+leaves out. That is each convolution block's output (after its activation, where a flat trunk lists
+the convolution and its activation apart: LeNet, VGG), each pooling layer's, each Inception
+module's, each residual stage's, each dense block's and transition's. Of those, the layers whose
+output is feature maps (N, C, H, W) are shown: the head's flattened outputs drop out. Users name
+layers by module path or by a pattern whose ``*`` and ``?`` stay within one dot-separated segment
+(``layer*``: layer1 to layer4, not layer1.0)."""
 
 import difflib
 import fnmatch
@@ -18,28 +19,27 @@ import torch
 @dataclass(frozen=True)
 class LayerRule:
     """A family's default layers: the children of ``trunk`` (a module path; "" is the model
-    itself) whose class name matches one of ``kinds`` (shell patterns), in the model's order."""
+    itself) whose class name matches none of ``skip`` (shell patterns), in the model's order."""
 
     trunk: str
-    kinds: tuple[str, ...]
+    skip: tuple[str, ...] = ()
 
 
-RESIDUAL = LayerRule("", ("Conv2d", "ConvBNReLU2d", "MaxPool2d", "Sequential", "Residual*"))
+HEAD = ("GlobalAvgPool", "Flatten", "Dropout", "Linear")  # the classifier, whose outputs are not maps
+RESIDUAL = LayerRule("", HEAD)  # the stem, its pool and each stage (d2l's nets: each residual block)
 FAMILY_RULES = {
-    # each convolution's (and subsampling's) squashing function, each subsampling layer
-    "LeNet": LayerRule("", ("Sigmoid", "ScaledTanh", "AvgPool2d", "Subsampling")),
-    "AlexNet": LayerRule("features", ("Sequential", "MaxPool2d")),  # conv + ReLU blocks, pools
-    "VGG": LayerRule("features", ("ReLU", "ConvBNReLU2d", "MaxPool2d")),  # each conv's ReLU, pools
-    "NiN": LayerRule("", ("Sequential", "MaxPool2d")),  # NiN blocks, pools
-    "GoogLeNet": LayerRule("", ("ConvBNReLU2d", "Sequential", "MaxPool2d", "Inception*")),
-    # the stem, its pool and each stage (torchvision's layer1-4; d2l's residual blocks)
+    "LeNet": LayerRule("", ("*Conv2d", *HEAD)),  # each convolution's activation, each subsampling
+    "AlexNet": LayerRule("features", ("LocalResponseNorm",)),  # conv + ReLU blocks, pools
+    "VGG": LayerRule("features", ("Conv2d", "BatchNorm2d")),  # each convolution's ReLU, pools
+    "NiN": LayerRule("", HEAD),  # NiN blocks, pools
+    "GoogLeNet": LayerRule("", HEAD),  # stem convolutions, pools, Inception modules
     "ResNet": RESIDUAL,
     "ResNet-CIFAR": RESIDUAL,
     "Plain-CIFAR": RESIDUAL,
     "PreResNet-CIFAR": RESIDUAL,
-    "DenseNet": LayerRule("features", ("ConvBNReLU2d", "MaxPool2d", "DenseBlock", "Sequential")),
+    "DenseNet": LayerRule("features", ("BatchNorm2d",)),  # stem, pool, dense blocks, transitions
 }
-DEFAULT_RULE = LayerRule("", ("*",))  # a family without a rule: every child of the model
+DEFAULT_RULE = LayerRule("")  # a family without a rule: every child of the model
 
 
 def default_layers(model: torch.nn.Module) -> list[str]:
@@ -50,7 +50,7 @@ def default_layers(model: torch.nn.Module) -> list[str]:
     return [
         prefix + name
         for name, child in trunk.named_children()
-        if any(fnmatch.fnmatchcase(type(child).__name__, kind) for kind in rule.kinds)
+        if not any(fnmatch.fnmatchcase(type(child).__name__, kind) for kind in rule.skip)
     ]
 
 
@@ -79,7 +79,8 @@ def capture(
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """(what each layer of ``paths`` returned, the model's output) for one forward pass of
     ``images``. Each output is copied as the layer returns it, before a later in-place op (an
-    in-place ReLU) can change it; the hooks are removed afterwards, even after an error."""
+    in-place ReLU) can change it; the hooks are removed afterwards, even after an error. (A hook on
+    a child of a fused conv-BN-ReLU makes that block run unfused, so the hook sees its child run.)"""
     outputs: dict[str, torch.Tensor] = {}
 
     def recorder(path):

@@ -25,10 +25,15 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--out", type=Path, help="write the report here instead of into DIR (e.g. when DIR is read-only)"
     )
+    parser.add_argument(
+        "--no-inspect",
+        action="store_true",
+        help="skip the Inside the networks section (it loads every classic run's checkpoint)",
+    )
     args = parser.parse_args(argv)
     out = args.out or args.directory
     try:
-        index = write_report(args.directory, args.bench, args.against, out=out)
+        index = write_report(args.directory, args.bench, args.against, out=out, inspect=not args.no_inspect)
     except (NoResultsError, StoreError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

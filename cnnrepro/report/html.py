@@ -69,3 +69,8 @@ def page(title: str, sections: list[tuple[str, str, str]]) -> str:
         f"<title>{html.escape(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
         f"<h1>{html.escape(title)}</h1>\n<nav>{nav}</nav>\n{body}\n</body>\n</html>\n"
     )
+
+
+def heading(text: str) -> str:
+    """A heading within a section."""
+    return f"<h3>{html.escape(text)}</h3>"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from cnnrepro.files import write_atomic
-from cnnrepro.report import figures, html, tables
+from cnnrepro.report import figures, html, inside, tables
 from cnnrepro.report.claims import check_claims
 from cnnrepro.report.compare import DEFAULT_TOLERANCE, compare, load_store, verdict_counts
 from cnnrepro.report.results import Results, load_results
@@ -32,12 +32,14 @@ def write_report(
     against: Path | None = None,
     reproduction: pd.DataFrame | None = None,
     out: Path | None = None,
+    inspect: bool = True,
 ) -> Path:
     """Regenerates every report file of ``directory``'s store in ``out`` (default: ``directory``
     itself, the store left untouched either way but for the report's files); returns the path of
     index.html. With ``against`` (another store: a reference), adds a Reproduction section judging
     this store's runs against it (and writes compare.csv); ``reproduction`` is that judgement where
-    the caller already made it (compare() of the two stores)."""
+    the caller already made it (compare() of the two stores). ``inspect``: add the section drawn
+    from the runs' checkpoints (report.inside)."""
     directory = Path(directory)
     out = Path(out) if out is not None else directory
     results = load_results(directory, bench_dir)
@@ -83,6 +85,7 @@ def write_report(
         ("degradation", "Depth: plain vs residual", degradation_section(pngs, degradation)),
         ("kernels", "Kernels and whole-model speed", kernels_section(results, pngs)),
         ("reproducibility", "Reproducibility", reproducibility_section(results.runs)),
+        *([("inside", "Inside the networks", inside.inside_section(results, out))] if inspect else []),
         *([("reproduction", "Reproduction", reproduction_section(reproduction, against))] if against else []),
         ("claims", "Claims checked", claims_section(claims, results.env)),
         ("environment", "Environment, build and settings", environment_section(results)),
