@@ -135,7 +135,7 @@ def identity(curves: pd.DataFrame, caption: str) -> Figure:
     :func:`tables.identity_curves`'."""
     pairs = curves[curves["unit"].isin(UNIT_STYLE)]
     depths = [d for d, units in pairs.groupby("depth")["unit"] if units.nunique() == len(UNIT_STYLE)]
-    fig = Figure(figsize=(5 * max(1, len(depths)), 4), layout="constrained")
+    fig = Figure(figsize=(max(8, 5 * len(depths)), 4), layout="constrained")  # room for the caption
     for ax, depth in zip(fig.subplots(1, max(1, len(depths)), squeeze=False).ravel(), depths, strict=False):
         error_ax = ax.twinx()
         for unit, style in UNIT_STYLE.items():
