@@ -120,7 +120,9 @@ PROFILES = {
         # the suite's time) is left out: depths 20-56 are Figure 6's plain panel, and plain nets
         # already degrade there.
         # The identity suite: Table 2's five units at depth 20 (Figure 6's shallowest, the cheapest),
-        # seeds 0, 1, 2: 15 runs at about resnet20's cost (14 s each in the reference store).
+        # seeds 0, 1, 2: 15 runs of resnet20's cost (a training step of each unit took 0.8-1.1x
+        # resnet20's, one process; its run 14 s in the reference store), about 4 minutes. Measured:
+        # 5 min 24 s of CPU on one thread (8 min wall on a 2-core machine loaded by other work).
         suite_seeds={"degradation": (0, 1, 2), "identity": (0, 1, 2)},
         left_out=("plain110", "resnet110", *IDENTITY_PAPER),
     ),
