@@ -135,6 +135,7 @@ ENDS_WITH_BN = ("original", "relu_before_add", "relu_preact")  # the residual pa
 
 
 def bn_relu(channels: int) -> torch.nn.Sequential:
+    """BatchNorm then ReLU: full pre-activation's, and what follows the add in BN after addition."""
     return torch.nn.Sequential(torch.nn.BatchNorm2d(channels), torch.nn.ReLU())
 
 
