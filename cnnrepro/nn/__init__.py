@@ -2,7 +2,17 @@
 
 from cnnrepro.nn.backend import BACKENDS, check_backend
 from cnnrepro.nn.conv_bn_relu import ConvBNReLU2d
+from cnnrepro.nn.convert import ConversionReport, Converted, convert
 from cnnrepro.nn.lrn import LocalResponseNorm
 from cnnrepro.nn.max_pool import MaxPool2d
 
-__all__ = ["BACKENDS", "ConvBNReLU2d", "LocalResponseNorm", "MaxPool2d", "check_backend"]
+__all__ = [
+    "BACKENDS",
+    "ConversionReport",
+    "ConvBNReLU2d",
+    "Converted",
+    "LocalResponseNorm",
+    "MaxPool2d",
+    "check_backend",
+    "convert",
+]

@@ -60,60 +60,63 @@ class ConvBNReLU2d(torch.nn.Sequential):
         return self[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.backend == "native" or not self._fusable():
-            return super().forward(x)
-        conv, bn = self.conv, self.bn
-        # nn.BatchNorm2d's own rules: its training flag picks the statistics, and running
-        # statistics are updated only when it trains and tracks them.
-        factor = self._momentum_for_this_batch()
-        batch_stats = bn.training or (bn.running_mean is None and bn.running_var is None)
-        keep_running = not bn.training or bn.track_running_stats
-        return ops.conv_bn_relu(
-            x,
-            conv.weight,
-            conv.bias,
-            bn.weight,
-            bn.bias,
-            bn.running_mean if keep_running else None,
-            bn.running_var if keep_running else None,
-            batch_stats,
-            factor,
-            bn.eps,
-            conv.stride,
-            conv.padding,
-            conv.dilation,
-            conv.groups,
-        )
-
-    def _fusable(self) -> bool:
-        """Whether the fused op computes what the children would: the three expected modules, none
-        with hooks (the fused op calls no child, so their hooks would not run), and a convolution
-        whose padding the op takes (numbers, zeros)."""
         children = list(self)
         kinds = (torch.nn.Conv2d, torch.nn.BatchNorm2d, torch.nn.ReLU)
-        if len(children) != 3 or not all(type(m) is kind for m, kind in zip(children, kinds, strict=True)):
-            return False
-        conv = children[0]
-        return (
-            not any(_has_hooks(m) for m in children)
-            and conv.padding_mode == "zeros"
-            and not isinstance(conv.padding, str)
-        )
-
-    def _momentum_for_this_batch(self) -> float:
-        """As nn.BatchNorm2d: count the batch; momentum=None means a cumulative average."""
-        bn = self.bn
-        if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
-            bn.num_batches_tracked.add_(1)
-            if bn.momentum is None:
-                return 1.0 / float(bn.num_batches_tracked)
-        return 0.0 if bn.momentum is None else bn.momentum
+        expected = len(children) == 3 and all(type(m) is k for m, k in zip(children, kinds, strict=True))
+        if self.backend == "native" or not expected or not fusable(*children):
+            return super().forward(x)
+        return fused_forward(x, self.conv, self.bn)
 
     def extra_repr(self) -> str:
         return f"backend={self.backend!r}"
 
 
-def _has_hooks(module: torch.nn.Module) -> bool:
+def fusable(conv: torch.nn.Conv2d, bn: torch.nn.BatchNorm2d, relu: torch.nn.Module | None = None) -> bool:
+    """Whether the fused op computes what ``relu(bn(conv(x)))`` would, checked at call time: no
+    module with hooks (the fused op calls none of them, so their hooks would not run), and a
+    convolution whose padding the op takes (numbers, zeros)."""
+    return (
+        not any(has_hooks(m) for m in (conv, bn, relu) if m is not None)
+        and conv.padding_mode == "zeros"
+        and not isinstance(conv.padding, str)
+    )
+
+
+def fused_forward(x: torch.Tensor, conv: torch.nn.Conv2d, bn: torch.nn.BatchNorm2d) -> torch.Tensor:
+    """``relu(bn(conv(x)))`` through the fused op, reading everything at call time as the modules
+    would: the convolution's arguments and BatchNorm's own mode and rules (its training flag picks
+    the statistics; running statistics update only when it trains and tracks them)."""
+    factor = momentum_for_this_batch(bn)
+    batch_stats = bn.training or (bn.running_mean is None and bn.running_var is None)
+    keep_running = not bn.training or bn.track_running_stats
+    return ops.conv_bn_relu(
+        x,
+        conv.weight,
+        conv.bias,
+        bn.weight,
+        bn.bias,
+        bn.running_mean if keep_running else None,
+        bn.running_var if keep_running else None,
+        batch_stats,
+        factor,
+        bn.eps,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        conv.groups,
+    )
+
+
+def momentum_for_this_batch(bn: torch.nn.BatchNorm2d) -> float:
+    """As nn.BatchNorm2d: count the batch; momentum=None means a cumulative average."""
+    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        if bn.momentum is None:
+            return 1.0 / float(bn.num_batches_tracked)
+    return 0.0 if bn.momentum is None else bn.momentum
+
+
+def has_hooks(module: torch.nn.Module) -> bool:
     """Whether any forward or backward hook is registered on ``module``. torch has no public
     accessor for a module's hooks, so this reads the dicts that ``register_*_hook`` fills."""
     return any(
