@@ -41,6 +41,19 @@ def show_maps(ax, maps: torch.Tensor, columns: int) -> None:
     ax.set_axis_off()
 
 
+TITLE_INCHES = 0.35
+
+
+def titled_canvas(width: float, height: float, title: str):
+    """(figure, axes): an axes of ``width`` x ``height`` inches under a one-line title. Fixed
+    positions rather than a layout engine: a tiled picture needs none, and it is the costly part."""
+    fig = Figure(figsize=(width, height + TITLE_INCHES))
+    total = height + TITLE_INCHES
+    ax = fig.add_axes((0.01, 0.02, 0.98, height / total - 0.04))
+    fig.text(0.5, 1 - TITLE_INCHES / 2 / total, title, ha="center", va="center", fontsize=9)
+    return fig, ax
+
+
 def layer_figure(path: str, kind: str, maps: torch.Tensor) -> Figure:
     """Every map of one image's layer output (C, H, W): in a row, or rows of ROW past ROW maps,
     titled with the module path, its class and the output's shape."""
@@ -48,14 +61,12 @@ def layer_figure(path: str, kind: str, maps: torch.Tensor) -> Figure:
     columns = min(channels, ROW)
     rows = math.ceil(channels / columns)
     cell = min(1.0, max(0.35, width / 64))  # inches per map: small maps enlarged, large ones kept
-    fig = Figure(figsize=(max(4.0, columns * cell), rows * cell * height / width + 0.5), layout="constrained")
-    ax = fig.subplots()
-    show_maps(ax, maps, columns)
-    ax.set_title(
+    title = (
         f"{path} ({kind}): {channels} x {height} x {width}, "
-        f"each map standardized (-{SCALE:g} to +{SCALE:g} sd)",
-        fontsize=9,
+        f"each map standardized (-{SCALE:g} to +{SCALE:g} sd)"
     )
+    fig, ax = titled_canvas(max(5.0, columns * cell), rows * cell * height / width, title)
+    show_maps(ax, maps, columns)
     return fig
 
 
@@ -83,11 +94,10 @@ def filters_figure(path: str, weight: torch.Tensor) -> Figure:
     images = filter_images(weight)
     columns = min(len(images), 16)
     rows = math.ceil(len(images) / columns)
-    fig = Figure(figsize=(max(3.0, columns * 0.45), rows * 0.45 + 0.5), layout="constrained")
-    ax = fig.subplots()
-    show_filters(ax, images, columns)
     out_channels, in_channels, kh, kw = weight.shape
-    ax.set_title(f"{path}: {out_channels} filters, {in_channels} x {kh} x {kw}", fontsize=9)
+    title = f"{path}: {out_channels} filters, {in_channels} x {kh} x {kw}"
+    fig, ax = titled_canvas(max(3.5, columns * 0.45), rows * 0.45, title)
+    show_filters(ax, images, columns)
     return fig
 
 
@@ -143,6 +153,6 @@ def mistakes_figure(images: list[np.ndarray], titles: list[str]) -> Figure:
 
 def image_figure(pixels: np.ndarray, title: str) -> Figure:
     """One input image, titled."""
-    fig = Figure(figsize=(2.2, 2.4), layout="constrained")
-    show_image(fig.subplots(), pixels, title)
+    fig, ax = titled_canvas(2.2, 2.2, title)
+    show_image(ax, pixels, "")
     return fig

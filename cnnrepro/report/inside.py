@@ -21,7 +21,7 @@ from cnnrepro.report.results import Results
 
 SUITE = "classic"
 FIXED_IMAGE = 0  # the test image every model is shown
-DEPTHS = 4  # layers shown small, evenly spaced over the default layers
+DEPTHS = 4  # layers shown small, evenly spaced over the default layers with maps wider than 1 x 1
 MISTAKES = 6
 FOLDER = "inside"  # beside index.html
 
@@ -78,7 +78,8 @@ def model_part(run: StoredRun, out: Path) -> list[str]:
     source = f"test-{FIXED_IMAGE}"
     write_inspection(run, out / FOLDER / run.name / source, image, label, source, None)
     maps, logits, _ = inspect_image(run, image, None)
-    shown = {path: maps[path] for path in spaced(list(maps), DEPTHS)}
+    wide = [path for path, output in maps.items() if output[0].numel() > 1] or list(maps)  # not 1 x 1
+    shown = {path: maps[path] for path in spaced(wide, DEPTHS)}
     convolution = first_convolution(run.model)
     filters = (convolution[0], convolution[1].weight) if convolution else None
     pixels = input_image(image, run.dataset.mean, run.dataset.std)
