@@ -4,6 +4,7 @@ dataset as the run saw it, and its final weights, checked against the hash runs.
 Nothing here writes to the store: a damaged checkpoint is reported, never moved aside (the
 trainer's ``load_checkpoint`` would), and the global random state is left as it was."""
 
+import dataclasses
 import functools
 import json
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from cnnrepro.data import Dataset, Split, load_dataset
+from cnnrepro.data import Dataset, DownloadError, Split, load_dataset
 from cnnrepro.store import RUNS_CSV, StoreError, read_valid_rows
 from cnnrepro.train import RunConfig, build_model, weights_sha256
 from cnnrepro.train.engine import subset
@@ -76,8 +77,14 @@ def run_config(text: str) -> RunConfig:
 
 @functools.cache
 def run_dataset(name: str, input_size: int | None, data_dir: Path | None = None) -> Dataset:
-    """The dataset as a run with this input size saw it (loaded once per process)."""
-    dataset = load_dataset(name, data_dir)
+    """The dataset's test split as a run with this input size saw it (made once per process). Of
+    the training split one image is kept, for its shape: its statistics are the dataset's mean and
+    std, and resizing all of it (CIFAR-10 at 224) would cost gigabytes for nothing."""
+    try:
+        dataset = load_dataset(name, data_dir)
+    except (DownloadError, OSError) as error:
+        raise InspectError(f"the run's dataset {name} cannot be loaded: {error}") from None
+    dataset = dataclasses.replace(dataset, train=subset(dataset.train, 1))
     return dataset.resized(input_size) if input_size else dataset
 
 
