@@ -31,7 +31,7 @@ from cnnrepro.executors import (
     ray_missing_message,
     run_environment,
 )
-from cnnrepro.experiments import PROFILES, SUITES, Shard, plan_runs, too_small_inputs
+from cnnrepro.experiments import OPT_IN_SUITES, PROFILES, SUITES, Shard, plan_runs, too_small_inputs
 from cnnrepro.files import remove_stale_temp_files
 from cnnrepro.report import write_report
 from cnnrepro.report.compare import compare, load_store, verdict_counts
@@ -46,6 +46,7 @@ from cnnrepro.train import (
     train_examples,
 )
 
+NAMED_SUITES = SUITES | OPT_IN_SUITES  # --suite's choices; --all runs SUITES alone
 REFERENCES = Path(__file__).resolve().parent.parent / "reports" / "reference"  # shipped with the code
 
 
@@ -56,7 +57,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     what = parser.add_argument_group("what to run")
     what.add_argument("--all", action="store_true", help="every suite (classic and degradation)")
-    what.add_argument("--suite", choices=sorted(SUITES), action="append", help="a suite (repeatable)")
+    what.add_argument(
+        "--suite",
+        choices=sorted(NAMED_SUITES),
+        action="append",
+        help="a suite (repeatable; identity only so)",
+    )
     what.add_argument(
         "--models", nargs="+", action="extend", metavar="PATTERN", help="only models matching these patterns"
     )
@@ -179,7 +185,7 @@ def selected_models(args, profile) -> list[tuple[str, str]]:
     """(suite, model) pairs to run, in suite order: the suites' models but those the profile leaves
     out, unless --models names them exactly (a pattern such as 'plain*' keeps them out)."""
     suites = sorted(SUITES) if args.all or (args.models and not args.suite) else args.suite
-    pairs = [(suite, model) for suite in suites for model in SUITES[suite]]
+    pairs = [(suite, model) for suite in suites for model in NAMED_SUITES[suite]]
     if not args.models:
         return [(suite, model) for suite, model in pairs if model not in profile.left_out]
     known = models.list_models()
@@ -205,7 +211,7 @@ def selected_models(args, profile) -> list[tuple[str, str]]:
 
 def print_listing() -> None:
     print("models:  ", " ".join(models.list_models()))
-    print("suites:  ", "; ".join(f"{name}: {' '.join(ms)}" for name, ms in SUITES.items()))
+    print("suites:  ", "; ".join(f"{name}: {' '.join(ms)}" for name, ms in NAMED_SUITES.items()))
     print("profiles:", "; ".join(f"{name}: {p.description}" for name, p in PROFILES.items()))
     print("datasets:", " ".join(list_datasets()))
 
@@ -269,7 +275,20 @@ def plan_suite(args, profile, dataset_name: str, world_size: int = 1) -> list[tu
             [model], profile, suite_seeds(args, profile, suite), dataset_name, args.backend, args.epochs
         )
     ]
-    return [(suite, config) for suite, config in plan if args.shard is None or args.shard.holds(config.key())]
+    return [
+        (suite, config)
+        for suite, config in first_of_each_key(plan)
+        if args.shard is None or args.shard.holds(config.key())
+    ]
+
+
+def first_of_each_key(plan: list[tuple[str, RunConfig]]) -> list[tuple[str, RunConfig]]:
+    """The plan with each config once, under the first suite that plans it: two suites can hold one
+    run (under quick, the degradation and identity suites both train resnet20)."""
+    firsts = {}
+    for suite, config in plan:
+        firsts.setdefault(config.key(), (suite, config))
+    return list(firsts.values())
 
 
 def check_input_sizes(plan, profile, dataset_name: str) -> None:

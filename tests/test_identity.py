@@ -3,11 +3,14 @@ paper profiles, and the report's table, figure and claims, from a synthetic stor
 
 import pandas as pd
 import pytest
+from test_report import record
 
 from cnnrepro.experiments import OPT_IN_SUITES, PROFILES, SUITES, plan_runs
 from cnnrepro.models.facts import FAILS, HOLDS, NOT_MEASURED
 from cnnrepro.models.resnet import UNITS, unit_model
-from cnnrepro.report import claims, figures, tables
+from cnnrepro.report import claims, figures, tables, write_report
+from cnnrepro.run import parse_args, plan_suite
+from cnnrepro.store import ResultsStore
 
 # A final training loss per unit, ordered as the paper's Table 2 finds: full pre-activation lowest,
 # BN after addition highest.
@@ -123,3 +126,33 @@ def test_table_2_and_3_numbers_are_compared_only_with_paper_runs():
     at_164 = found["ResNet-164 with bn after add units reaches 6.5% CIFAR-10 test error"]
     assert at_164.verdict == NOT_MEASURED and "not registered" in at_164.why
     assert len(found) == 12, "Table 2's ten and Table 3's ResNet-1001 pair"
+
+
+def runner_plan(*argv) -> list:
+    args = parse_args([*argv, "--profile", "quick"])
+    return plan_suite(args, PROFILES["quick"], "mnist5k")
+
+
+def test_the_runner_plans_the_identity_suite_only_when_named_and_each_run_once():
+    assert {(s, c.model) for s, c in runner_plan("--suite", "identity") if c.seed == 0} == {
+        ("identity", unit_model(20, unit)) for unit in UNITS
+    }
+    assert len(runner_plan("--suite", "identity")) == 15
+    assert not {c.model for _, c in runner_plan("--all")} & set(OPT_IN_SUITES["identity"]) - {"resnet20"}
+    both = runner_plan("--suite", "degradation", "--suite", "identity")
+    keys = [c.key() for _, c in both]
+    assert len(keys) == len(set(keys)), "resnet20 trains once, under the first suite that plans it"
+    assert {s for s, c in both if c.model == "resnet20"} == {"degradation"}
+
+
+def test_the_report_shows_the_identity_section_when_the_store_has_the_suite(tmp_path):
+    store = ResultsStore(tmp_path / "run")
+    record(store, "classic", "lenet5", 0, 0.98, 0.90)
+    assert "Identity mappings: residual units" not in write_report(store.directory).read_text()
+    for unit, loss in PAPER_ORDER.items():
+        model = unit_model(20, unit)
+        for seed in (0, 1):
+            record(store, "degradation" if unit == "original" else "identity", model, seed, 1 - loss, 0.9)
+    page = write_report(store.directory).read_text()
+    assert "Identity mappings: residual units" in page and 'id="identity-table"' in page
+    assert (store.directory / "identity.png").exists()

@@ -53,7 +53,9 @@ def write_report(
     summary = tables.summary_table(results.runs)
     curves = tables.degradation_curves(results.runs, results.epochs)
     degradation = tables.degradation_table(curves)
-    claims = check_claims(results.runs, degradation)
+    identity_curves = tables.identity_curves(results.runs, results.epochs)
+    identity = tables.identity_table(identity_curves)
+    claims = check_claims(results.runs, degradation, identity)
 
     pngs = {}
     if not results.epochs.empty:
@@ -61,6 +63,8 @@ def write_report(
         pngs["accuracy_vs_cost"] = figures.accuracy_vs_cost(summary)
     if not curves.empty:
         pngs["degradation"] = figures.degradation(curves, degradation_caption(results.runs))
+    if not identity_curves.empty:
+        pngs["identity"] = figures.identity(identity_curves, identity_caption(results.runs))
     if "speedups" in results.bench:
         pngs["kernel_speedups"] = figures.speedups(
             results.bench["speedups"],
@@ -83,6 +87,11 @@ def write_report(
         ("curves", "Learning curves", _figure_or_note(pngs, "learning_curves")),
         ("accuracy", "Accuracy against size and time", _figure_or_note(pngs, "accuracy_vs_cost")),
         ("degradation", "Depth: plain vs residual", degradation_section(pngs, degradation)),
+        *(
+            [("identity", "Identity mappings: residual units", identity_section(pngs, identity))]
+            if "identity" in pngs
+            else []
+        ),
         ("kernels", "Kernels and whole-model speed", kernels_section(results, pngs)),
         ("reproducibility", "Reproducibility", reproducibility_section(results.runs)),
         *([("inside", "Inside the networks", inside.inside_section(results, out))] if inspect else []),
@@ -133,15 +142,23 @@ def summary_section(summary: pd.DataFrame) -> str:
     )
 
 
-def degradation_caption(runs: pd.DataFrame) -> str:
-    suite = runs[runs["suite"] == "degradation"]
-    config = json.loads(suite["config"].iloc[0])
-    seeds = " ".join(str(s) for s in sorted(suite["seed"].unique()))
+def recipe_caption(title: str, runs: pd.DataFrame) -> str:
+    """``title``, then the dataset, profile, epochs, width, batch, lr and seeds of ``runs``."""
+    config = json.loads(runs["config"].iloc[0])
+    seeds = " ".join(str(s) for s in sorted(runs["seed"].unique()))
     return (
-        f"He et al. 2015, Figure 6, on {config['dataset']}: profile {suite['profile'].iloc[0]}, "
+        f"{title}, on {config['dataset']}: profile {runs['profile'].iloc[0]}, "
         f"{config['epochs']} epochs, width x{config['width']}, batch {config['batch_size']}, "
         f"lr {config['lr']}, seeds {seeds}"
     )
+
+
+def degradation_caption(runs: pd.DataFrame) -> str:
+    return recipe_caption("He et al. 2015, Figure 6", runs[runs["suite"] == "degradation"])
+
+
+def identity_caption(runs: pd.DataFrame) -> str:
+    return recipe_caption("He et al. 2016, Figure 6", tables.identity_runs(runs))
 
 
 def degradation_section(pngs: dict, degradation: pd.DataFrame) -> str:
@@ -163,6 +180,31 @@ def degradation_section(pngs: dict, degradation: pd.DataFrame) -> str:
                 "(greatest - least seed; 0 with one seed):"
             ),
             html.table(percent, "degradation-table", dict.fromkeys(numbers, "{:.2f}")),
+        ]
+    )
+
+
+def identity_section(pngs: dict, identity: pd.DataFrame) -> str:
+    errors = [c for c in identity.columns if "error" in c]
+    losses = [c for c in identity.columns if "loss" in c]
+    shown = identity.assign(**{c: 100 * identity[c] for c in errors})
+    shown = shown.rename(columns=lambda column: column.replace("_", " "))
+    formats = {c.replace("_", " "): "{:.2f}" for c in errors} | {
+        c.replace("_", " "): "{:.4f}" for c in losses
+    }
+    return "\n".join(
+        [
+            html.figure(
+                pngs["identity"],
+                "training loss and test error per epoch, original units vs full pre-activation",
+                "figure-identity",
+            ),
+            html.paragraph(
+                "He et al. 2016's Table 2 units at each depth where full pre-activation ran: final training "
+                "loss, training error (%, the running error over the last epoch's batches) and test error "
+                "(%), each the mean over seeds and its spread (greatest - least seed; 0 with one seed):"
+            ),
+            html.table(shown, "identity-table", formats),
         ]
     )
 
