@@ -187,6 +187,9 @@ def test_other_weights_than_runs_csv_records_are_refused_in_one_line(copy_of, ca
     assert inspect_main([str(copy_of), "--model", "lenet5"]) == 2
     assert "holds other weights than runs.csv records for lenet5 seed 0" in said(capsys)
     assert not (copy_of / "inspect").exists()
+    assert report_main([str(copy_of)]) == 0, "the report says so, and goes on"
+    page = (copy_of / "index.html").read_text()
+    assert "holds other weights than runs.csv records" in page and "figure-inside-lenet5" not in page
 
 
 @pytest.mark.parametrize(

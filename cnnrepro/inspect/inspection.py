@@ -66,6 +66,17 @@ def layer_file(index: int, path: str) -> str:
     return f"{index:02d}-{path}.png"
 
 
+def layer_pictures(run: StoredRun, maps: dict) -> tuple[dict, list[dict]]:
+    """(a figure per layer of ``maps`` by file name, each layer's path, class, shape and file)."""
+    modules = dict(run.model.named_modules())
+    figures, entries = {}, []
+    for index, (path, output) in enumerate(maps.items()):
+        kind, name = type(modules[path]).__name__, layer_file(index, path)
+        figures[name] = pictures.layer_figure(path, kind, output)
+        entries.append({"path": path, "kind": kind, "shape": list(output.shape), "file": name})
+    return figures, entries
+
+
 def write_inspection(
     run: StoredRun,
     directory: Path,
@@ -83,21 +94,15 @@ def write_inspection(
     maps, logits, not_maps = inspect_image(run, image, patterns)
     if not maps:
         raise InspectError(f"no layer of {', '.join(not_maps)} returns feature maps (N, C, H, W)")
-    directory.mkdir(parents=True, exist_ok=True)
-    pixels = pictures.input_image(image, run.dataset.mean, run.dataset.std)
-    files = {"input.png": pictures.image_figure(pixels, source)}
-    modules = dict(run.model.named_modules())
-    entries = []
-    for index, (path, output) in enumerate(maps.items()):
-        kind = type(modules[path]).__name__
-        files[layer_file(index, path)] = pictures.layer_figure(path, kind, output)
-        entries.append(
-            {"path": path, "kind": kind, "shape": list(output.shape), "file": layer_file(index, path)}
-        )
+    figures, entries = layer_pictures(run, maps)
+    figures["input.png"] = pictures.image_figure(
+        pictures.input_image(image, run.dataset.mean, run.dataset.std), source
+    )
     convolution = layers.first_convolution(run.model)
     if convolution is not None:
-        files["filters.png"] = pictures.filters_figure(convolution[0], convolution[1].weight)
-    for name, figure in files.items():
+        figures["filters.png"] = pictures.filters_figure(convolution[0], convolution[1].weight)
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, figure in figures.items():
         write_atomic(directory / name, png_bytes(figure))
     summary = {
         "run": run.row["key"],

@@ -10,8 +10,11 @@ import torch
 from matplotlib.figure import Figure
 
 ROW = 32  # maps tiled in one row up to this many; past it, a grid of rows this long
+FILTER_ROW = 16  # filters a row
+OVERVIEW_MAPS = 16  # maps a layer in the overview
 SCALE = 2.0  # standardized maps shown from -SCALE to +SCALE sd: the tutorials' x * 64 + 128, clipped
 MAP_COLORS = "viridis"
+TITLE_INCHES = 0.35
 
 
 def standardized(maps: torch.Tensor) -> np.ndarray:
@@ -41,14 +44,11 @@ def show_maps(ax, maps: torch.Tensor, columns: int) -> None:
     ax.set_axis_off()
 
 
-TITLE_INCHES = 0.35
-
-
 def titled_canvas(width: float, height: float, title: str):
     """(figure, axes): an axes of ``width`` x ``height`` inches under a one-line title. Fixed
     positions rather than a layout engine: a tiled picture needs none, and it is the costly part."""
-    fig = Figure(figsize=(width, height + TITLE_INCHES))
     total = height + TITLE_INCHES
+    fig = Figure(figsize=(width, total))
     ax = fig.add_axes((0.01, 0.02, 0.98, height / total - 0.04))
     fig.text(0.5, 1 - TITLE_INCHES / 2 / total, title, ha="center", va="center", fontsize=9)
     return fig, ax
@@ -90,9 +90,9 @@ def show_filters(ax, images: np.ndarray, columns: int) -> None:
 
 
 def filters_figure(path: str, weight: torch.Tensor) -> Figure:
-    """The first convolution's filters as an image grid, 16 a row (RGB in colour, else grey)."""
+    """The first convolution's filters as an image grid, FILTER_ROW a row (RGB in colour, else grey)."""
     images = filter_images(weight)
-    columns = min(len(images), 16)
+    columns = min(len(images), FILTER_ROW)
     rows = math.ceil(len(images) / columns)
     out_channels, in_channels, kh, kw = weight.shape
     title = f"{path}: {out_channels} filters, {in_channels} x {kh} x {kw}"
@@ -103,14 +103,13 @@ def filters_figure(path: str, weight: torch.Tensor) -> Figure:
 
 def input_image(image: torch.Tensor, mean, std) -> np.ndarray:
     """A normalized (C, H, W) image back in [0, 1]: (H, W, 3) in colour, (H, W) grey otherwise."""
-    pixels = image.detach().double().cpu() * torch.tensor(std).view(-1, 1, 1) + torch.tensor(mean).view(
-        -1, 1, 1
-    )
-    pixels = pixels.clamp(0, 1)
+    mean, std = torch.tensor(mean).view(-1, 1, 1), torch.tensor(std).view(-1, 1, 1)
+    pixels = (image.detach().double().cpu() * std + mean).clamp(0, 1)
     return pixels.permute(1, 2, 0).numpy() if len(pixels) == 3 else pixels.mean(dim=0).numpy()
 
 
 def show_image(ax, pixels: np.ndarray, title: str) -> None:
+    """An image in [0, 1] (grey, or RGB), titled, without axes."""
     ax.imshow(pixels, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_title(title, fontsize=8)
     ax.set_axis_off()
@@ -120,19 +119,19 @@ def overview_figure(
     title: str, pixels: np.ndarray, filters: tuple[str, torch.Tensor] | None, layers: dict
 ) -> Figure:
     """A small picture of one run: the input image and the first layer's filters on top, then a
-    row per layer of ``layers`` (path -> (C, H, W) maps) with its first 16 maps."""
+    row per layer of ``layers`` (path -> (C, H, W) maps) with its first OVERVIEW_MAPS maps."""
     fig = Figure(figsize=(8, 1.3 * (1 + len(layers)) + 0.4), layout="constrained")
     grid = fig.add_gridspec(1 + len(layers), 4)
     show_image(fig.add_subplot(grid[0, 0]), pixels, "input")
     if filters is not None:
         path, weight = filters
         ax = fig.add_subplot(grid[0, 1:])
-        images = filter_images(weight)[:32]
-        show_filters(ax, images, min(len(images), 16))
+        images = filter_images(weight)[: 2 * FILTER_ROW]
+        show_filters(ax, images, min(len(images), FILTER_ROW))
         ax.set_title(f"{path}: {len(images)} of {len(weight)} filters", fontsize=8)
     for row, (path, maps) in enumerate(layers.items(), start=1):
         ax = fig.add_subplot(grid[row, :])
-        shown = maps[:16]
+        shown = maps[:OVERVIEW_MAPS]
         show_maps(ax, shown, len(shown))
         ax.set_title(
             f"{path}: {len(shown)} of {len(maps)} maps, {maps.shape[1]} x {maps.shape[2]}", fontsize=8

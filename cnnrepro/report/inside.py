@@ -13,8 +13,8 @@ from cnnrepro.inspect import InspectError, load_run
 from cnnrepro.inspect.confusion import confident_mistakes, confusion_matrix, test_probabilities
 from cnnrepro.inspect.inspection import inspect_image, test_image, top_predictions, write_inspection
 from cnnrepro.inspect.layers import first_convolution
-from cnnrepro.inspect.pictures import input_image, mistakes_figure, overview_figure
-from cnnrepro.inspect.stored import StoredRun
+from cnnrepro.inspect.pictures import OVERVIEW_MAPS, SCALE, input_image, mistakes_figure, overview_figure
+from cnnrepro.inspect.stored import StoredRun, checkpoint_path
 from cnnrepro.report import html
 from cnnrepro.report.figures import png_bytes
 from cnnrepro.report.results import Results
@@ -38,29 +38,34 @@ def inside_section(results: Results, out: Path) -> str:
     rows = classic_runs(results.runs)
     if not rows:
         return html.paragraph(f"No finished {SUITE}-suite run in this store.")
-    parts, missing = [html.paragraph(INTRO)], []
-    for row in rows:
-        try:
-            run = load_run(results.directory, row)
-        except InspectError as error:
-            missing.append(str(error))
-            continue
-        parts += model_part(run, Path(out))
-    if len(missing) == len(rows):
+    if not any(checkpoint_path(results.directory, row).exists() for row in rows):
         return html.paragraph(
             "This store has no checkpoints (a shipped reference store has none), so nothing inside the "
             "networks can be shown: train the runs here (python -m cnnrepro.run) to see it."
         )
-    return "\n".join(parts + [html.paragraph(line) for line in missing])
+    parts, failures = [html.paragraph(INTRO)], []
+    for row in rows:
+        try:
+            run = load_run(results.directory, row)
+        except InspectError as error:
+            failures.append(html.paragraph(str(error)))
+            continue
+        parts += [
+            html.heading(f"{run.config.model} (seed {run.config.seed}, run {run.row['key']})"),
+            *overview_part(run, Path(out)),
+            *errors_part(run),
+        ]
+    return "\n".join(parts + failures)
 
 
 INTRO = (
     f"Each classic model's lowest seed, from its final checkpoint (checked against runs.csv's weights "
-    f"hash). Test image {FIXED_IMAGE}'s feature maps at {DEPTHS} depths (the first 16 maps of each; each "
-    "map standardized and shown from -2 to +2 sd) and the first convolution's filters (each scaled to "
-    "its own range). Every default layer's full-size PNG is in inside/<run>/ beside this page (python "
-    "-m cnnrepro.inspect makes them for any run and image). Then the confusion matrix on the run's test "
-    "split (rows: true class; columns: predicted) and the test images it gets most confidently wrong."
+    f"hash). Test image {FIXED_IMAGE}'s feature maps at {DEPTHS} depths (the first {OVERVIEW_MAPS} maps "
+    f"of each; each map standardized and shown from -{SCALE:g} to +{SCALE:g} sd) and the first "
+    "convolution's filters (each scaled to its own range). Every default layer's full-size PNG is in "
+    f"{FOLDER}/<run>/ beside this page (python -m cnnrepro.inspect makes them for any run and image). "
+    "Then the confusion matrix on the run's test split (rows: true class; columns: predicted) and the "
+    "test images it gets most confidently wrong."
 )
 
 
@@ -71,8 +76,9 @@ def spaced(items: list, count: int) -> list:
     return [items[round(i * (len(items) - 1) / (count - 1))] for i in range(count)]
 
 
-def model_part(run: StoredRun, out: Path) -> list[str]:
-    """One model's heading, overview figure, confusion matrix and confident mistakes."""
+def overview_part(run: StoredRun, out: Path) -> list[str]:
+    """The fixed test image's prediction and overview figure (maps at DEPTHS depths, filters);
+    writes every default layer's full-size PNG under ``out``/inside/<run>/."""
     model = run.config.model
     image, label = test_image(run, FIXED_IMAGE)
     source = f"test-{FIXED_IMAGE}"
@@ -83,18 +89,19 @@ def model_part(run: StoredRun, out: Path) -> list[str]:
     convolution = first_convolution(run.model)
     filters = (convolution[0], convolution[1].weight) if convolution else None
     pixels = input_image(image, run.dataset.mean, run.dataset.std)
-    best = top_predictions(logits, 1)[0]
     title = f"{model} seed {run.config.seed}: test image {FIXED_IMAGE}, class {label}"
-    overview = png_bytes(overview_figure(title, pixels, filters, shown))
+    best = top_predictions(logits, 1)[0]
     return [
-        html.heading(f"{model} (seed {run.config.seed}, run {run.row['key']})"),
         html.paragraph(
             f"Test image {FIXED_IMAGE} (class {label}): predicted {best['class']} with probability "
             f"{best['probability']:.3f}. Full-size maps of every default layer: "
             f"{FOLDER}/{run.name}/{source}/."
         ),
-        html.figure(overview, f"{model}: feature maps and first-layer filters", f"figure-inside-{model}"),
-        *errors_part(run),
+        html.figure(
+            png_bytes(overview_figure(title, pixels, filters, shown)),
+            f"{model}: feature maps and first-layer filters",
+            f"figure-inside-{model}",
+        ),
     ]
 
 
