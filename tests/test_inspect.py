@@ -20,6 +20,7 @@ from test_report import CHROMIUM, CHROMIUM_FLAGS, IMAGE_PROBE, page_tables
 from cnnrepro import models
 from cnnrepro.inspect import capture, default_layers, select_layers
 from cnnrepro.inspect.__main__ import main as inspect_main
+from cnnrepro.inspect.inspection import file_image
 from cnnrepro.inspect.layers import FAMILY_RULES, feature_maps
 from cnnrepro.inspect.stored import find_run, load_run
 from cnnrepro.report.__main__ import main as report_main
@@ -190,6 +191,18 @@ def test_other_weights_than_runs_csv_records_are_refused_in_one_line(copy_of, ca
     assert report_main([str(copy_of)]) == 0, "the report says so, and goes on"
     page = (copy_of / "index.html").read_text()
     assert "holds other weights than runs.csv records" in page and "figure-inside-lenet5" not in page
+
+
+def test_an_image_file_is_preprocessed_as_the_runs_dataset(store, tmp_path):
+    """Grey or RGB, any size: the run's channels and input size, then the dataset's mean and std."""
+    run = load_run(store, find_run(store, "lenet5", 0))
+    photo = tmp_path / "grey.png"
+    Image.new("RGB", (50, 40), (90, 90, 90)).save(photo)
+    image = file_image(run, photo)
+    channels, size = run.dataset.in_channels, run.dataset.image_size
+    assert image.shape == (channels, size, size) == run.dataset.test.images[0].shape
+    expected = (90 / 255 - run.dataset.mean[0]) / run.dataset.std[0]
+    assert torch.allclose(image, torch.full_like(image, expected))
 
 
 @pytest.mark.parametrize(

@@ -44,7 +44,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def inspect(args: argparse.Namespace) -> Path:
+def inspect_run(args: argparse.Namespace) -> Path:
     """Writes the pictures the arguments ask for; returns predictions.json's path."""
     row = find_run(args.directory, args.model, args.seed, args.key)
     run = load_run(args.directory, row, args.device, args.data_dir)
@@ -63,7 +63,7 @@ def inspect(args: argparse.Namespace) -> Path:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        predictions = inspect(args)
+        predictions = inspect_run(args)
     except InspectError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
