@@ -20,7 +20,15 @@ from tqdm import tqdm
 
 import cnnrepro
 from cnnrepro import models, tensorboard
-from cnnrepro.data import DownloadError, dataset_resolution, list_datasets, load_dataset
+from cnnrepro.data import (
+    DatasetError,
+    DownloadError,
+    check_dataset_name,
+    dataset_label,
+    dataset_resolution,
+    list_datasets,
+    load_dataset,
+)
 from cnnrepro.executors import (
     EXECUTORS,
     ExecutorError,
@@ -69,7 +77,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     what.add_argument("--list", action="store_true", help="list models, suites, profiles, datasets and exit")
     how = parser.add_argument_group("how")
     how.add_argument("--profile", choices=sorted(PROFILES), default="quick")
-    how.add_argument("--dataset", choices=list_datasets(), help="default: the profile's")
+    how.add_argument(
+        "--dataset",
+        type=_dataset,
+        metavar="{" + ",".join(list_datasets()) + ",folder:PATH}",
+        help="default: the profile's; folder:PATH, a folder of your own images (train/ and validation/, "
+        "or one folder per class)",
+    )
     how.add_argument(
         "--data-dir", type=Path, help="where downloads go (default: $CNNREPRO_DATA or ~/.cache/cnnrepro)"
     )
@@ -171,6 +185,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def _dataset(text: str) -> str:
+    try:
+        check_dataset_name(text)
+    except ValueError:
+        choices = ", ".join(f"'{name}'" for name in list_datasets())
+        raise argparse.ArgumentTypeError(
+            f"invalid choice: {text!r} (choose from {choices}, folder:PATH)"
+        ) from None
+    return text
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -216,9 +241,9 @@ def print_listing() -> None:
     print("datasets:", " ".join(list_datasets()))
 
 
-def environment(args, device: str, threads: int, world, plan) -> dict:
-    """env.json: the command, the machine, the build and settings, each planned suite's seeds, and
-    how the runs were spread."""
+def environment(args, device: str, threads: int, world, plan, dataset) -> dict:
+    """env.json: the command, the machine, the build and settings, each planned suite's seeds, how
+    the runs were spread, and the dataset's notes (an image folder's content hash and skipped files)."""
     profile = PROFILES[args.profile]
     suites = dict.fromkeys(suite for suite, _ in plan)
     return run_environment(device) | {
@@ -240,6 +265,7 @@ def environment(args, device: str, threads: int, world, plan) -> dict:
         "profile": dataclasses.asdict(profile),
         "seeds": {suite: list(suite_seeds(args, profile, suite)) for suite in suites},
         "backend": args.backend,
+        "dataset": {"name": dataset.name, **dataset.notes},
     }
 
 
@@ -291,9 +317,15 @@ def first_of_each_key(plan: list[tuple[str, RunConfig]]) -> list[tuple[str, RunC
     return list(firsts.values())
 
 
+def decode_size(plan) -> int | None:
+    """The side an image folder is decoded at: the largest planned input size (None: the default)."""
+    return max((config.input_size for _, config in plan if config.input_size), default=None)
+
+
 def check_input_sizes(plan, profile, dataset_name: str) -> None:
     """UsageError if a planned model's input is too small for its layers (before any download)."""
-    small = too_small_inputs([config for _, config in plan], dataset_resolution(dataset_name))
+    resolution = dataset_resolution(dataset_name, decode_size(plan))
+    small = too_small_inputs([config for _, config in plan], resolution)
     if small:
         raise UsageError(
             f"the {profile.name} profile on {dataset_name} plans {'; '.join(small)}: each would fail at "
@@ -335,7 +367,7 @@ def main(argv=None) -> int:
     set_deterministic()
     profile = PROFILES[args.profile]
     dataset_name = args.dataset or profile.dataset
-    out = args.out or Path("reports") / f"{profile.name}-{dataset_name}"
+    out = args.out or Path("reports") / f"{profile.name}-{dataset_label(dataset_name)}"
     world = torchrun_world()
     # Everything the command asks for is checked before anything is written.
     plan = plan_suite(args, profile, dataset_name, world.size if world else 1)
@@ -345,7 +377,7 @@ def main(argv=None) -> int:
         check_writable_directory(out, "--out")
         if args.checkpoint_dir:
             check_writable_directory(args.checkpoint_dir, "--checkpoint-dir")
-        dataset = load_dataset(dataset_name, args.data_dir)
+        dataset = load_dataset(dataset_name, args.data_dir, decode_size(plan))
         if world:
             check_batches_split(plan, dataset, world.size)
         ray_executor = RayExecutor(args.ray_address) if args.executor == "ray" else None
@@ -360,10 +392,10 @@ def main(argv=None) -> int:
                 print(line, file=sys.stderr)
             for temp in remove_stale_temp_files(out):
                 print(f"removed {temp}, left by an interrupted write", file=sys.stderr)
-            store.write_env(environment(args, device, threads, world, plan))
+            store.write_env(environment(args, device, threads, world, plan, dataset))
         jobs = replicas.from_rank0(planned_jobs(args, plan, store, device, threads) if store else None)
         return run_plan(args, plan, jobs, dataset, store, executor)
-    except (UsageError, DownloadError, StoreError, ExecutorError) as error:
+    except (UsageError, DownloadError, DatasetError, StoreError, ExecutorError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except OSError as error:  # a full disk, a read-only mount: files are replaced whole, never torn
@@ -473,7 +505,7 @@ def reference_store(args) -> Path | None:
     if args.against:
         return args.against
     profile = PROFILES[args.profile]
-    shipped = REFERENCES / f"{profile.name}-{args.dataset or profile.dataset}"
+    shipped = REFERENCES / f"{profile.name}-{dataset_label(args.dataset or profile.dataset)}"
     return shipped if (shipped / RUNS_CSV).exists() else None
 
 

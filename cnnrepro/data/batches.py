@@ -29,7 +29,7 @@ def batches(
     batch_size: int,
     generator: torch.Generator | None = None,
     shuffle: bool = True,
-    augment: bool = False,
+    augment: bool | Callable[[torch.Tensor, torch.Generator], torch.Tensor] = False,
     drop_last: bool = False,
     augment_generator: torch.Generator | None = None,
     share: Callable[[int], slice] | None = None,
@@ -38,7 +38,9 @@ def batches(
 
     The order is a permutation drawn from ``generator`` (shuffle=True), and augmentation draws
     from ``augment_generator`` (default: the same generator), so seeded generators give the same
-    batches every time. Evaluation uses shuffle=False, augment=False: no randomness at all.
+    batches every time. ``augment`` is True (CIFAR's :func:`random_crop_flip`) or a function of
+    (images, generator), such as a :class:`~cnnrepro.data.augment.KerasAugment`. Evaluation uses
+    shuffle=False, augment=False: no randomness at all.
 
     ``share(n)`` picks the rows of each batch of ``n`` to yield (a rank's share in data-parallel
     training); the order and the augmentation are drawn for the whole batch all the same, so every
@@ -48,6 +50,7 @@ def batches(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if (shuffle or augment) and generator is None:
         raise ValueError("shuffled or augmented batches need a seeded torch.Generator")
+    augmentation = random_crop_flip if augment is True else augment
     n = len(split)
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     order = order.to(split.images.device)
@@ -56,7 +59,7 @@ def batches(
         index = order[start : start + batch_size]
         rows = share(len(index)) if share is not None else slice(None)
         if augment:
-            images = random_crop_flip(split.images[index], augment_generator or generator)[rows]
+            images = augmentation(split.rows(index), augment_generator or generator)[rows]
         else:
-            images = split.images[index[rows]]
+            images = split.rows(index[rows])
         yield images, split.labels[index[rows]]

