@@ -18,6 +18,7 @@ from cnnrepro.train import (
     derive_seed,
     load_checkpoint,
     lr_factor,
+    make_optimizer,
     save_atomic,
     train_run,
 )
@@ -160,6 +161,30 @@ def test_warmup_runs_the_first_iterations_at_a_tenth_of_the_lr_then_the_schedule
     assert RunConfig(**SMALL).key() == "6be4dd5ab5fb2a1a", "no warm-up: the key from before the field"
     with pytest.raises(ValueError, match="warmup_steps"):
         RunConfig(**SMALL, warmup_steps=-1)
+
+
+def test_adam_is_torch_adam_with_the_configs_settings_and_names_the_run(mnist5k, tmp_path):
+    adam = dict(SMALL, lr=1e-3, optimizer="adam", betas=(0.8, 0.99), eps=1e-7, weight_decay=0.0, epochs=1)
+    config = RunConfig(**adam)
+    optimizer = make_optimizer(config, torch.nn.Linear(2, 2))
+    assert isinstance(optimizer, torch.optim.Adam)
+    group = optimizer.param_groups[0]
+    assert (group["lr"], group["betas"], group["eps"], group["weight_decay"]) == (
+        1e-3,
+        (0.8, 0.99),
+        1e-7,
+        0.0,
+    )
+    assert isinstance(make_optimizer(RunConfig(**SMALL), torch.nn.Linear(2, 2)), torch.optim.SGD)
+    keys = {RunConfig(**SMALL).key(), config.key(), RunConfig(**(adam | {"eps": 1e-8})).key()}
+    assert len(keys) == 3 and RunConfig(**SMALL).key() == "6be4dd5ab5fb2a1a", "SGD keeps its older key"
+    assert RunConfig(**(adam | {"betas": [0.8, 0.99]})).key() == config.key(), "betas read back from JSON"
+    one, two = (train_run(config, mnist5k, tmp_path / name) for name in "ab")
+    assert one.weights_sha256 == two.weights_sha256 and one.history[-1].test_acc > 0.5
+    with pytest.raises(ValueError, match="optimizer"):
+        RunConfig(**SMALL, optimizer="rmsprop")
+    with pytest.raises(ValueError, match="betas"):
+        RunConfig(**SMALL, betas=(0.9, 1.0))
 
 
 def test_atomic_save_leaves_no_temp_files(tmp_path):

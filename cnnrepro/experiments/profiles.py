@@ -33,6 +33,9 @@ class Profile:
     weight_decay: float = 5e-4
     momentum: float = 0.9
     init: str = "model"  # RunConfig.init: "xavier" re-initializes every model as d2l's trainer does
+    optimizer: str = "sgd"  # RunConfig.optimizer: "sgd" with the momentum above, or "adam"
+    betas: tuple[float, float] = (0.9, 0.999)  # Adam's
+    eps: float = 1e-8  # Adam's
     schedule: str = "cosine"
     milestones: tuple[int, ...] = ()
     recipes: dict[str, Recipe] = field(default_factory=dict)

@@ -1,5 +1,5 @@
 """A run's recipe: the config that names it, and what the config builds (the model, SGD with
-momentum, the per-iteration LR schedule). Reused by the runner, the benchmarks and users' scripts."""
+momentum or Adam, the per-iteration LR schedule). Reused by the runner, the benchmarks and users' scripts."""
 
 import dataclasses
 import hashlib
@@ -19,6 +19,7 @@ WARMUP_FACTOR = 0.1  # He et al.'s warm-up: lr 0.01 where the schedule starts at
 # "model": the builder's own initialization; "xavier": d2l's init_cnn, which the book's training
 # function applies to every network: Glorot-uniform Conv2d and Linear weights, biases left as built.
 INITS = ("model", "xavier")
+OPTIMIZERS = ("sgd", "adam")
 
 
 @dataclass(frozen=True)
@@ -49,12 +50,22 @@ class RunConfig:
     world_size: int = 1
     sync_bn: bool = False
     init: str = "model"  # see INITS
+    # "sgd" (with momentum) or "adam" (torch.optim.Adam: lr, betas, eps; its weight_decay is an L2
+    # term added to the gradient, which Keras' Adam lacks: the keras profile sets 0)
+    optimizer: str = "sgd"
+    betas: tuple[float, float] = (0.9, 0.999)  # Adam's only
+    eps: float = 1e-8  # Adam's only (Keras' default is 1e-7)
 
     def __post_init__(self):
+        object.__setattr__(self, "betas", tuple(self.betas))  # from JSON a list: the same key
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas) or not self.eps > 0:
+            raise ValueError(f"Adam's betas must be two numbers in [0, 1) and eps > 0, got {self}")
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
             raise ValueError(f"epochs and batch_size must be >= 1 and lr > 0, got {self}")
         if self.warmup_steps < 0:
@@ -74,7 +85,15 @@ class RunConfig:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-ADDED_FIELDS = {"world_size": 1, "sync_bn": False, "init": "model", "warmup_steps": 0}
+ADDED_FIELDS = {
+    "world_size": 1,
+    "sync_bn": False,
+    "init": "model",
+    "warmup_steps": 0,
+    "optimizer": "sgd",
+    "betas": (0.9, 0.999),
+    "eps": 1e-8,
+}
 
 
 def build_model(config: RunConfig, dataset: Dataset, device="cpu") -> torch.nn.Module:
@@ -101,8 +120,17 @@ def train_examples(config: RunConfig, dataset: Dataset) -> int:
     return len(dataset.train) if config.train_subset is None else min(len(dataset.train), config.train_subset)
 
 
-def make_optimizer(config: RunConfig, model: torch.nn.Module) -> torch.optim.SGD:
-    """SGD with the config's momentum and weight decay (on every parameter, as the papers do)."""
+def make_optimizer(config: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """SGD with the config's momentum, or Adam with its betas and eps; the weight decay on every
+    parameter, as the papers do."""
+    if config.optimizer == "adam":
+        return torch.optim.Adam(
+            model.parameters(),
+            lr=config.lr,
+            betas=config.betas,
+            eps=config.eps,
+            weight_decay=config.weight_decay,
+        )
     return torch.optim.SGD(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
