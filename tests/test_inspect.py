@@ -282,3 +282,27 @@ def test_chromium_renders_the_section_with_no_broken_image(report, tmp_path):
     found = re.search(r'data-probe="images=(\d+) broken=(\d+)"', dom)
     assert found and int(found[2]) == 0
     assert int(found[1]) >= 3, "the section's overview and mistakes figures besides the report's own"
+
+
+def test_an_image_folder_of_three_classes(tmp_path, monkeypatch, capsys):
+    """A run on one's own images (a memory-mapped uint8 split, normalized per batch): the classes
+    are the folder's three, named in the predictions; the report's confusion matrix is 3 x 3."""
+    monkeypatch.setenv("CNNREPRO_DATA", str(tmp_path / "data"))
+    for label, color in enumerate([(200, 30, 30), (30, 200, 30), (30, 30, 200)]):
+        (tmp_path / "images" / f"c{label}").mkdir(parents=True)
+        for i in range(10):
+            Image.new("RGB", (36, 30), tuple(v + 3 * i for v in color)).save(
+                tmp_path / "images" / f"c{label}" / f"{i}.png"
+            )
+    out = tmp_path / "store"
+    dataset = f"folder:{tmp_path / 'images'}"
+    assert (
+        run_main(["--profile", "smoke", "--models", "lenet5", "--dataset", dataset, "--out", str(out)]) == 0
+    )
+    assert inspect_main([str(out), "--model", "lenet5", "--image", "1"]) == 0
+    (summary,) = (out / "inspect").rglob("predictions.json")
+    predictions = json.loads(summary.read_text())
+    assert [p["name"] for p in predictions["top5"]] == [f"c{p['class']}" for p in predictions["top5"]]
+    assert len(predictions["top5"]) == 3
+    rows = page_tables(out)["confusion-lenet5"]
+    assert list(rows[0]) == ["true", "0", "1", "2", "accuracy"] and len(rows) == 3

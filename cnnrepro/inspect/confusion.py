@@ -10,10 +10,10 @@ from cnnrepro.inspect.stored import StoredRun
 def test_probabilities(run: StoredRun) -> torch.Tensor:
     """Softmax probabilities (N, classes) of the run's test split, in the run's test batches (the
     batching the recorded test accuracy was measured with)."""
-    device = next(run.model.parameters()).device
+    device, test, size = next(run.model.parameters()).device, run.test, run.config.batch_size
     chunks = [
-        torch.softmax(run.model(images.to(device)).double(), dim=1).cpu()
-        for images in run.test.images.split(run.config.batch_size)
+        torch.softmax(run.model(test.rows(slice(start, start + size)).to(device)).double(), dim=1).cpu()
+        for start in range(0, len(test), size)
     ]
     return torch.cat(chunks)
 

@@ -22,7 +22,7 @@ def test_image(run: StoredRun, index: int) -> tuple[torch.Tensor, int]:
         raise InspectError(
             f"--image {index}: the test split of {run.config.dataset} has images 0 to {len(test) - 1}"
         )
-    return test.images[index], int(test.labels[index])
+    return test.rows(slice(index, index + 1))[0], int(test.labels[index])
 
 
 def file_image(run: StoredRun, path: Path) -> torch.Tensor:
@@ -41,12 +41,14 @@ def file_image(run: StoredRun, path: Path) -> torch.Tensor:
     return normalized(pixels, dataset.mean, dataset.std)[0]
 
 
-def top_predictions(logits: torch.Tensor, k: int = TOP) -> list[dict]:
-    """The ``k`` most probable classes of one image's logits, with their softmax probabilities."""
+def top_predictions(logits: torch.Tensor, k: int = TOP, names: list[str] | None = None) -> list[dict]:
+    """The ``k`` most probable classes of one image's logits, with their softmax probabilities (and
+    their ``names``, where the dataset has them: an image folder's class folders)."""
     probabilities = torch.softmax(logits.double(), dim=0)
     values, classes = probabilities.topk(min(k, len(probabilities)))
     return [
-        {"class": int(c), "probability": round(float(p), 6)} for c, p in zip(classes, values, strict=True)
+        {"class": int(c), "probability": round(float(p), 6)} | ({"name": names[c]} if names else {})
+        for c, p in zip(classes, values, strict=True)
     ]
 
 
@@ -110,7 +112,7 @@ def write_inspection(
         "seed": run.config.seed,
         "image": source,
         "true_class": label,
-        "top5": top_predictions(logits),
+        "top5": top_predictions(logits, names=run.dataset.notes.get("classes")),
         "layers": entries,
         "not_feature_maps": not_maps,
         "first_convolution": convolution[0] if convolution else None,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from cnnrepro.data import Dataset, DownloadError, Split, load_dataset
+from cnnrepro.data import Dataset, DatasetError, DownloadError, Split, load_dataset
 from cnnrepro.store import RUNS_CSV, StoreError, read_valid_rows
 from cnnrepro.train import RunConfig, build_model, weights_sha256
 from cnnrepro.train.engine import subset
@@ -79,10 +79,12 @@ def run_config(text: str) -> RunConfig:
 def run_dataset(name: str, input_size: int | None, data_dir: Path | None = None) -> Dataset:
     """The dataset's test split as a run with this input size saw it (made once per process). Of
     the training split one image is kept, for its shape: its statistics are the dataset's mean and
-    std, and resizing all of it (CIFAR-10 at 224) would cost gigabytes for nothing."""
+    std, and resizing all of it (CIFAR-10 at 224) would cost gigabytes for nothing. An image folder
+    is decoded at the run's input size (the runner decodes it at its plan's largest, then resizes
+    each run's: where the two differ, so may the last bits of the pixels)."""
     try:
-        dataset = load_dataset(name, data_dir)
-    except (DownloadError, OSError) as error:
+        dataset = load_dataset(name, data_dir, input_size)
+    except (DownloadError, DatasetError, OSError) as error:
         raise InspectError(f"the run's dataset {name} cannot be loaded: {error}") from None
     dataset = dataclasses.replace(dataset, train=subset(dataset.train, 1))
     return dataset.resized(input_size) if input_size else dataset

@@ -122,7 +122,7 @@ def errors_part(run: StoredRun) -> list[str]:
     wrong = confident_mistakes(labels, probabilities, MISTAKES)
     if wrong:
         confidence, predicted = probabilities.max(dim=1)
-        images = [input_image(run.test.images[i], run.dataset.mean, run.dataset.std) for i in wrong]
+        images = [input_image(image, run.dataset.mean, run.dataset.std) for image in run.test.rows(wrong)]
         titles = [
             f"#{i}: {int(labels[i])} as {int(predicted[i])} ({float(confidence[i]):.2f})" for i in wrong
         ]
