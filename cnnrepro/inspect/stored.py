@@ -55,7 +55,8 @@ def find_run(directory: Path, model: str, seed: int, key: str | None = None) -> 
     matching = [r for r in of_model if int(r["seed"]) == seed and key in (None, r["key"])]
     if not matching:
         seeds = ", ".join(sorted({r["seed"] for r in of_model}, key=int))
-        raise InspectError(f"no run of {model} with seed {seed} (and key {key}); its seeds: {seeds}")
+        keyed = f" and key {key}" if key else ""
+        raise InspectError(f"no run of {model} with seed {seed}{keyed}; its seeds: {seeds}")
     if len(matching) > 1:
         keys = ", ".join(r["key"] for r in matching)
         raise InspectError(
