@@ -36,6 +36,7 @@ class Profile:
     optimizer: str = "sgd"  # RunConfig.optimizer: "sgd" with the momentum above, or "adam"
     betas: tuple[float, float] = (0.9, 0.999)  # Adam's
     eps: float = 1e-8  # Adam's
+    augment: tuple = ()  # RunConfig.augment: Keras ImageDataGenerator arguments (KerasAugment.pairs())
     schedule: str = "cosine"
     milestones: tuple[int, ...] = ()
     recipes: dict[str, Recipe] = field(default_factory=dict)

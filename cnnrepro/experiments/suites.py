@@ -48,6 +48,7 @@ def plan_runs(
                     optimizer=profile.optimizer,
                     betas=profile.betas,
                     eps=profile.eps,
+                    augment=profile.augment,
                     schedule=recipe.schedule or profile.schedule,
                     milestones=profile.milestones,
                     warmup_steps=recipe.warmup_steps,

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from cnnrepro import models
 from cnnrepro.data import Dataset, Split, batches
 from cnnrepro.train.checkpoint import load_checkpoint, save_atomic
-from cnnrepro.train.recipe import RunConfig, build_model
+from cnnrepro.train.recipe import RunConfig, build_model, training_augmentation
 from cnnrepro.train.replicas import Replicas
 from cnnrepro.train.state import TrainState
 
@@ -124,8 +124,9 @@ def train_run(
         result.history = [EpochResult(**e) for e in saved["history"]]
         result.status = saved["status"]
 
+    augment = training_augmentation(config, dataset)
     while result.status == "running" and len(result.history) < config.epochs:
-        epoch = train_epoch(state, train, test, config, dataset.augment, number=len(result.history) + 1)
+        epoch = train_epoch(state, train, test, config, augment, number=len(result.history) + 1)
         if epoch is None:
             result.status = "diverged"
         else:
@@ -193,10 +194,10 @@ def train_pass(
 
 
 def train_epoch(
-    state: TrainState, train: Split, test: Split, config: RunConfig, augment: bool, number: int
+    state: TrainState, train: Split, test: Split, config: RunConfig, augment, number: int
 ) -> EpochResult | None:
-    """Epoch ``number``: one pass over the training split, then the test split; None if the loss
-    stopped being finite."""
+    """Epoch ``number``: one pass over the training split (``augment``: as ``batches`` takes it),
+    then the test split; None if the loss stopped being finite."""
     start = time.perf_counter()
     source = batches(
         train,

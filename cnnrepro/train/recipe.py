@@ -2,6 +2,7 @@
 momentum or Adam, the per-iteration LR schedule). Reused by the runner, the benchmarks and users' scripts."""
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -11,6 +12,7 @@ import torch
 
 from cnnrepro import models
 from cnnrepro.data import Dataset
+from cnnrepro.data.augment import KerasAugment, normalized_fill
 from cnnrepro.models.blocks import init_glorot
 from cnnrepro.train.seeding import derive_seed
 
@@ -55,9 +57,14 @@ class RunConfig:
     optimizer: str = "sgd"
     betas: tuple[float, float] = (0.9, 0.999)  # Adam's only
     eps: float = 1e-8  # Adam's only (Keras' default is 1e-7)
+    # Keras ImageDataGenerator arguments as sorted (name, value) pairs (KerasAugment.pairs()); set,
+    # they replace the dataset's own augmentation (CIFAR's crop + flip) on the training batches
+    augment: tuple[tuple[str, object], ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "betas", tuple(self.betas))  # from JSON a list: the same key
+        object.__setattr__(self, "augment", tuple(sorted(tuple(pair) for pair in self.augment)))
+        KerasAugment.from_pairs(self.augment)  # a ValueError names a bad argument
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.init not in INITS:
@@ -93,6 +100,7 @@ ADDED_FIELDS = {
     "optimizer": "sgd",
     "betas": (0.9, 0.999),
     "eps": 1e-8,
+    "augment": (),
 }
 
 
@@ -113,6 +121,15 @@ def build_model(config: RunConfig, dataset: Dataset, device="cpu") -> torch.nn.M
     if config.init == "xavier":
         init_glorot(model, (torch.nn.Conv2d, torch.nn.Linear), zero_biases=False)
     return model.to(device)
+
+
+def training_augmentation(config: RunConfig, dataset: Dataset):
+    """What augments the run's training batches (``batches``' augment): the config's Keras
+    augmentation (its constant fill in the dataset's normalized units), else the dataset's own."""
+    if not config.augment:
+        return dataset.augment
+    keras = KerasAugment.from_pairs(config.augment)
+    return functools.partial(keras, fill=normalized_fill(keras.cval, dataset.mean, dataset.std))
 
 
 def train_examples(config: RunConfig, dataset: Dataset) -> int:
