@@ -11,20 +11,26 @@ import socket
 import struct
 import tarfile
 import threading
+import zipfile
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+from scipy.io import savemat
 
 from cnnrepro.data import (
+    DatasetError,
     DownloadError,
     RemoteFile,
     batches,
     dataset_resolution,
     fetch,
+    folders,
     load_dataset,
     random_crop_flip,
 )
+from cnnrepro.data.archives import load_cats_vs_dogs, load_oxflower17
 from cnnrepro.data.formats import read_idx
 from cnnrepro.data.registry import load_cifar10, load_idx_dataset, stratified_split
 
@@ -264,3 +270,80 @@ def test_augmentation_is_seeded_and_only_where_asked():
     plain = next(batches(split, 16, torch.Generator().manual_seed(0)))
     augmented = next(batches(split, 16, torch.Generator().manual_seed(0), augment=True))
     assert torch.equal(plain[1], augmented[1]) and not torch.equal(plain[0], augmented[0])
+
+
+# --- the tutorials' image datasets, from generated archives of the same shapes ------------------
+
+
+def jpeg(color) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (10, 7), color).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def flowers17_files(per_class: int) -> dict[str, bytes]:
+    """17flowers.tgz (jpg/image_NNNN.jpg, class k's images the k-th block, coloured k * 15) and a
+    datasplits.mat whose split 1 has, per class, 2 trn, 1 val and the rest tst."""
+    tgz = io.BytesIO()
+    with tarfile.open(fileobj=tgz, mode="w:gz") as tar:
+        for i in range(1, 17 * per_class + 1):
+            data = jpeg(((i - 1) // per_class * 15, 100, 100))
+            info = tarfile.TarInfo(f"jpg/image_{i:04d}.jpg")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        notes = tarfile.TarInfo("jpg/files.txt")
+        tar.addfile(notes, io.BytesIO(b""))
+    blocks = [np.arange(c * per_class + 1, (c + 1) * per_class + 1) for c in range(17)]
+    splits = {
+        f"{name}{s}": np.concatenate([b[part] for b in blocks])
+        for s in (1, 2, 3)
+        for name, part in (("trn", slice(0, 2)), ("val", slice(2, 3)), ("tst", slice(3, None)))
+    }
+    mat = io.BytesIO()
+    savemat(mat, splits)
+    return {"17flowers.tgz": tgz.getvalue(), "datasplits.mat": mat.getvalue()}
+
+
+def cats_dogs_zip(train: int, validation: int) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("cats_and_dogs_filtered/vectorize.py", "# not an image")
+        for split, n in (("train", train), ("validation", validation)):
+            for kind, color in (("cats", (250, 0, 0)), ("dogs", (0, 0, 250))):
+                for i in range(n):
+                    archive.writestr(
+                        f"cats_and_dogs_filtered/{split}/{kind}/{kind[:-1]}.{i}.jpg", jpeg(color)
+                    )
+    return buffer.getvalue()
+
+
+def test_oxflower17_downloads_verifies_and_takes_its_own_split(server, tmp_path, monkeypatch):
+    root, url = server
+    files = tuple(serve(root, flowers17_files(per_class=5), url))
+    data = load_oxflower17(tmp_path / "data", 8, files, per_class=5)
+    assert data.name == "oxflower17" and data.num_classes == 17 and data.notes["classes"][0] == "daffodil"
+    assert (len(data.train), len(data.test)) == (17 * 3, 17 * 2), "trn1 + val1 train, tst1 tests"
+    red = data.train.images[:, 0, 4, 4].long()  # each class's colour, through JPEG
+    assert (red - data.train.labels * 15).abs().max() <= 3
+    assert data.notes["archive_md5"] == files[0].md5 and "split 1" in data.notes["split"]
+    offline = tuple(RemoteFile(f.filename, f"http://127.0.0.1:{closed_port()}/x", f.md5) for f in files)
+    monkeypatch.setattr(folders, "decode", lambda *a: pytest.fail("decoded again"))
+    again = load_oxflower17(tmp_path / "data", 8, offline, per_class=5)
+    assert torch.equal(again.train.images, data.train.images)
+
+
+def test_cats_vs_dogs_is_checked_by_size_and_counts_and_its_sha256_recorded(server, tmp_path, capsys):
+    root, url = server
+    archive = cats_dogs_zip(train=3, validation=2)
+    (root / "cats_and_dogs_filtered.zip").write_bytes(archive)
+    remote = RemoteFile("cats_and_dogs_filtered.zip", url + "cats_and_dogs_filtered.zip", None, len(archive))
+    data = load_cats_vs_dogs(tmp_path / "data", 8, remote, counts=(6, 4))
+    sha256 = hashlib.sha256(archive).hexdigest()
+    assert data.notes["archive_sha256"] == sha256 and sha256 in capsys.readouterr().err
+    assert data.notes["classes"] == ["cats", "dogs"] and (len(data.train), len(data.test)) == (6, 4)
+    with pytest.raises(DatasetError, match="6 training and 4 validation images, expected 2000 and 1000"):
+        load_cats_vs_dogs(tmp_path / "data", 8, remote)
+    wrong = RemoteFile(remote.filename, remote.url, None, len(archive) + 1)
+    with pytest.raises(DownloadError, match=f"arrived with {len(archive):,} bytes, expected"):
+        load_cats_vs_dogs(tmp_path / "other", 8, wrong)
+    assert dataset_resolution("cats-vs-dogs", 150) == 150 and dataset_resolution("cifar10", 150) == 32

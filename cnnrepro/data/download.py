@@ -1,5 +1,5 @@
 """Downloads that are verified before they count: an atomic file (cnnrepro.files), checked
-against its MD5 before it replaces anything.
+against its MD5 (or, where none is published, its size) before it replaces anything.
 
 A file already in the data directory with the right checksum is used without any network.
 A file with the wrong checksum (truncated, corrupt) is reported and moved aside, never left
@@ -26,11 +26,24 @@ class DownloadError(RuntimeError):
 
 @dataclass(frozen=True)
 class RemoteFile:
-    """A file of a dataset: its name on disk, where it comes from, and its published MD5."""
+    """A file of a dataset: its name on disk, where it comes from, and its published MD5 (None where
+    none is published: then its published size in bytes is what a copy is checked against)."""
 
     filename: str
     url: str
-    md5: str
+    md5: str | None
+    size: int | None = None
+
+    def __post_init__(self):
+        if self.md5 is None and self.size is None:
+            raise ValueError(f"{self.filename}: an MD5 or a size to check it by")
+
+    @property
+    def expected(self) -> str:
+        return f"MD5 {self.md5}" if self.md5 else f"{self.size:,} bytes"
+
+    def matches(self, md5: str, size: int) -> bool:
+        return md5 == self.md5 if self.md5 else size == self.size
 
 
 def default_data_dir() -> Path:
@@ -64,7 +77,7 @@ def fetch(remote: RemoteFile, directory: Path) -> Path:
 
 def _fetch(remote: RemoteFile, directory: Path, target: Path) -> Path:
     if target.exists():
-        if md5_of(target) == remote.md5:
+        if remote.matches(md5_of(target), target.stat().st_size):
             return target
         corrupt = target.with_name(target.name + ".corrupt")
         os.replace(target, corrupt)
@@ -73,12 +86,13 @@ def _fetch(remote: RemoteFile, directory: Path, target: Path) -> Path:
             f"moved to {corrupt}, downloading again"
         )
     directory.mkdir(parents=True, exist_ok=True)
-    hint = f"Download it by hand from {remote.url} and put it at {target} (MD5 {remote.md5})."
+    hint = f"Download it by hand from {remote.url} and put it at {target} ({remote.expected})."
     with atomic_file(target) as out:  # a failed checksum raises inside: the target is never written
         actual = _download(remote.url, out, hint)
-        if actual != remote.md5:
+        if not remote.matches(actual, out.tell()):
+            found = f"MD5 {actual}" if remote.md5 else f"{out.tell():,} bytes"
             raise DownloadError(
-                f"{remote.url} arrived with MD5 {actual}, expected {remote.md5} "
+                f"{remote.url} arrived with {found}, expected {remote.expected} "
                 f"(truncated or changed). {hint}"
             )
     return target

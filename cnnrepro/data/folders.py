@@ -54,6 +54,12 @@ class Layout:
     test: tuple[tuple[Path, int], ...]
     rule: str
 
+    @classmethod
+    def of(cls, root: Path, classes, train: dict[str, list[Path]], test: dict[str, list[Path]], rule: str):
+        """The layout of each class's files by split, ``classes`` in label order."""
+        classes = tuple(classes)
+        return cls(root, classes, interleaved(train, classes), interleaved(test, classes), rule)
+
 
 def is_folder_name(name: str) -> bool:
     return name.startswith(PREFIX)
@@ -116,7 +122,7 @@ def read_layout(root: Path) -> Layout:
         rule = f"flat: of each class's files, by name, the first int({TEST_FRACTION} n) test, the rest train"
         if not any(test.values()):
             raise DatasetError(f"{root}: too few images for a test split (a class needs 5 for one)")
-    return Layout(root, classes, interleaved(train, classes), interleaved(test, classes), rule)
+    return Layout.of(root, classes, train, test, rule)
 
 
 def cache_key(layout: Layout, size: int) -> str:
@@ -238,14 +244,17 @@ def mapped(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
 
 def load_folder(name: str, data_dir: Path | None, size: int) -> Dataset:
     """The image folder ``folder:PATH`` at size x size, from its cache (decoded when needed)."""
-    root = Path(name[len(PREFIX) :]).expanduser().resolve()
-    layout = read_layout(root)
+    return image_dataset(name, read_layout(Path(name[len(PREFIX) :]).expanduser().resolve()), data_dir, size)
+
+
+def image_dataset(name: str, layout: Layout, data_dir: Path | None, size: int, **notes) -> Dataset:
+    """The dataset of ``layout``'s images at size x size, memory-mapped from their cache (decoded
+    first when the files changed); ``notes`` join the dataset's own."""
+    data_dir = Path(data_dir or default_data_dir())
     try:
-        directory, meta = cached(layout, size, Path(data_dir or default_data_dir()))
+        directory, meta = cached(layout, size, data_dir)
     except OSError as error:
-        raise DatasetError(
-            f"cannot cache {root} under {data_dir or default_data_dir()}: {error.strerror}"
-        ) from error
+        raise DatasetError(f"cannot cache {layout.root} under {data_dir}: {error.strerror}") from error
     n_train, n_test = len(meta["labels"]["train"]), len(meta["labels"]["test"])
     images = mapped(directory / "images.u8", (n_train + n_test, *meta["shape"]))
     mean, std = tuple(meta["mean"]), tuple(max(s, 1e-3) for s in meta["std"])
@@ -259,7 +268,7 @@ def load_folder(name: str, data_dir: Path | None, size: int) -> Dataset:
         mean=mean,
         std=std,
         notes={
-            "source": str(root),
+            "source": str(layout.root),
             "classes": meta["classes"],
             "split": meta["split"],
             "resize": meta["resize"],
@@ -267,5 +276,6 @@ def load_folder(name: str, data_dir: Path | None, size: int) -> Dataset:
             "skipped": len(meta["skipped_files"]),
             "skipped_files": meta["skipped_files"],
             "cache": str(directory),
-        },
+        }
+        | notes,
     )

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from cnnrepro.data.archives import load_cats_vs_dogs, load_oxflower17
 from cnnrepro.data.dataset import Dataset, Split, channel_stats, normalized, round_robin
 from cnnrepro.data.download import RemoteFile, default_data_dir, fetch
 from cnnrepro.data.folders import is_folder_name, load_folder
@@ -121,10 +122,11 @@ def load_cifar10(data_dir: Path | None = None, remote: RemoteFile = CIFAR10_FILE
 @dataclass(frozen=True)
 class Source:
     """How a dataset is loaded, and the side of its square images, known before it is loaded (or
-    downloaded): a plan's input sizes are checked against it first, and every load is held to it."""
+    downloaded): a plan's input sizes are checked against it first, and every load is held to it.
+    An image dataset's is None: it is decoded at the size asked for (``load(data_dir, size)``)."""
 
-    load: Callable[[Path | None], Dataset]
-    resolution: int
+    load: Callable[..., Dataset]
+    resolution: int | None
 
 
 DATASETS = {
@@ -132,6 +134,8 @@ DATASETS = {
     "mnist": Source(functools.partial(load_idx_dataset, "mnist", MNIST_FILES), 28),
     "fashion-mnist": Source(functools.partial(load_idx_dataset, "fashion-mnist", FASHION_MNIST_FILES), 28),
     "cifar10": Source(load_cifar10, 32),
+    "oxflower17": Source(load_oxflower17, None),
+    "cats-vs-dogs": Source(load_cats_vs_dogs, None),
 }
 
 
@@ -143,10 +147,11 @@ def list_datasets() -> list[str]:
 
 
 def dataset_resolution(name: str, size: int | None = None) -> int:
-    """The side of dataset ``name``'s (square) images, without loading it; an image folder's is
-    ``size`` (what it will be decoded at), else FOLDER_SIZE."""
+    """The side of dataset ``name``'s (square) images, without loading it; an image folder's or
+    image dataset's is ``size`` (what it will be decoded at), else FOLDER_SIZE."""
     check_dataset_name(name)
-    return (size or FOLDER_SIZE) if is_folder_name(name) else DATASETS[name].resolution
+    fixed = None if is_folder_name(name) else DATASETS[name].resolution
+    return fixed or size or FOLDER_SIZE
 
 
 def check_dataset_name(name: str) -> None:
@@ -169,6 +174,8 @@ def load_dataset(name: str, data_dir: Path | str | None = None, size: int | None
     if is_folder_name(name):
         return load_folder(name, data_dir, dataset_resolution(name, size))
     source = DATASETS[name]
+    if source.resolution is None:
+        return source.load(data_dir, dataset_resolution(name, size))
     dataset = source.load(data_dir)
     if dataset.image_size != source.resolution:
         raise ValueError(f"{name}: images {dataset.image_size} wide, not the {source.resolution} recorded")
