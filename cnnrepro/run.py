@@ -131,6 +131,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     out.add_argument("--force", action="store_true", help="retrain runs that already finished")
     out.add_argument("--no-report", action="store_true", help="skip writing the report at the end")
     out.add_argument(
+        "--no-inspect",
+        action="store_true",
+        help="leave the report's Inside the networks section out (it costs about 4 s per model)",
+    )
+    out.add_argument(
         "--against",
         type=Path,
         metavar="REF",
@@ -491,7 +496,10 @@ def run_plan(args, plan, jobs: list[Job], dataset, store: ResultsStore | None, e
     judged = print_verdicts(store.directory, reference) if rows and reference else None
     if rows and not args.no_report:
         against = reference if judged is not None else None
-        print(f"report: {write_report(store.directory, against=against, reproduction=judged)}")
+        index = write_report(
+            store.directory, against=against, reproduction=judged, inspect=not args.no_inspect
+        )
+        print(f"report: {index}")
     for model, error in failures:
         print(f"FAILED {model}: {error}", file=sys.stderr)
     return 1 if failures else 0

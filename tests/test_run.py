@@ -141,3 +141,11 @@ def test_list(capsys):
     assert main(["--list"]) == 0
     listing = capsys.readouterr().out
     assert "resnet110" in listing and "degradation" in listing and "mnist5k" in listing
+
+
+def test_no_inspect_leaves_the_reports_inside_section_out(tmp_path):
+    argv = ["--profile", "smoke", "--models", "lenet5", "--no-compare"]
+    assert main([*argv, "--out", str(tmp_path / "with")]) == 0
+    assert main([*argv, "--no-inspect", "--out", str(tmp_path / "without")]) == 0
+    assert "Inside the networks" in (tmp_path / "with" / "index.html").read_text()
+    assert "Inside the networks" not in (tmp_path / "without" / "index.html").read_text()
