@@ -3,6 +3,7 @@ a network's layer sequence; the report states exactly what each run used (its Ru
 
 from dataclasses import dataclass, field, replace
 
+from cnnrepro.data.augment import KerasAugment
 from cnnrepro.models.resnet import TABLE2_DEPTHS, UNITS, unit_model
 
 
@@ -95,6 +96,11 @@ IDENTITY_PAPER = tuple(unit_model(PAPER_DEPTH, unit) for unit in UNITS) + tuple(
 # the 2015 paper did so for ResNet-110 alone (until training error fell below 80%, about 400).
 HE_WARMUP = Recipe(lr=0.1, warmup_steps=400)
 
+# The Keras tutorials' ImageDataGenerator(shear_range=0.2, zoom_range=0.2, horizontal_flip=True).
+# Since Keras 2.1.3 shear_range is in degrees, so 0.2 is a fifth of a degree as Keras runs it now
+# (written for older Keras, where it was radians, it meant 11.5 degrees): taken as Keras means it.
+KERAS_TUTORIAL_AUGMENT = KerasAugment(shear_range=0.2, zoom_range=0.2, horizontal_flip=True).pairs()
+
 PROFILES = {
     "smoke": Profile(
         "smoke",
@@ -165,6 +171,36 @@ PROFILES = {
         # Table 2 at depth 20 is the quick profile's stand-in; ResNet-1001 took the paper 27 hours on
         # two GPUs (Table 4): named with --models, the 1001-layer pair still runs.
         left_out=(*IDENTITY_QUICK[1:], "resnet1001", "preresnet1001"),
+    ),
+    "keras": Profile(
+        "keras",
+        "the Keras tutorials: AlexNet, VGG-16, GoogLeNet, ResNet-34 on 17 Flowers at 224x224, Adam, "
+        "batch 16, 30 epochs, shear + zoom + flip; LeNet (tanh, max-pool) on MNIST with --dataset mnist",
+        "oxflower17",
+        epochs=30,
+        batch_size=16,
+        width=1.0,
+        train_subset=None,
+        test_subset=None,
+        weight_decay=0.0,  # Keras' Adam has none
+        init="xavier",  # Keras' default kernel_initializer, glorot_uniform, for every Conv2D and Dense
+        schedule="constant",
+        optimizer="adam",
+        eps=1e-7,  # Keras' Adam epsilon (torch's is 1e-8)
+        augment=KERAS_TUTORIAL_AUGMENT,
+        recipes={
+            "lenet5": Recipe(
+                lr=1e-3,
+                input_size=28,
+                batch_size=32,
+                epochs=5,
+                model_config=(("activation", "tanh"), ("pooling", "max")),
+            ),
+            "alexnet": Recipe(lr=1e-3, input_size=224),
+            "vgg16": Recipe(lr=1e-5, input_size=224),
+            "googlenet": Recipe(lr=1e-5, input_size=224),
+            "resnet34": Recipe(lr=1e-3, input_size=224),
+        },
     ),
     "d2l": Profile(
         "d2l",

@@ -17,6 +17,9 @@ OPT_IN_SUITES = {
     # depth) and ResNet-110 (the paper's); Table 3's original vs full pre-activation at 164 and 1001
     # layers. Each profile leaves out the depths it does not train.
     "identity": [*IDENTITY_QUICK, *IDENTITY_PAPER],
+    # The Keras tutorials' 17 Flowers networks (the keras profile; its LeNet trains on MNIST, named
+    # with --models lenet5 --dataset mnist).
+    "keras": ["alexnet", "vgg16", "googlenet", "resnet34"],
 }
 
 

@@ -28,6 +28,24 @@ D2L_TEST_ACC = {  # of the book's own networks (cnnrepro/models/d2l.py), which t
     "densenet-d2l": 0.89,
 }
 D2L_TOLERANCE = 0.02  # single runs; d2l's own numbers move by about this much between releases
+KERAS = "the Keras tutorials of the course notes (docs/references.md)"
+# Their results, each (model, dataset, claim, expected accuracy, tolerance): single runs, so the
+# tolerance is wide; measured only from runs of the keras profile on the tutorial's dataset.
+KERAS_RESULTS = (
+    (
+        "lenet5",
+        "mnist",
+        "LeNet (tanh, max-pool) reaches 98.69% MNIST test accuracy in 5 epochs",
+        0.9869,
+        0.005,
+    ),
+    ("alexnet", "oxflower17", "AlexNet reaches about 55% 17 Flowers test accuracy in 30 epochs", 0.55, 0.10),
+)
+# Their size comparisons, (larger, smaller, claim, ratio): "about" as models.facts means it.
+KERAS_RATIOS = (
+    ("vgg16", "alexnet", "VGG-16 has about 3x AlexNet's parameters", 3),
+    ("vgg16", "googlenet", "Inception v1 has about 1/20 of VGG-16's parameters", 20),
+)
 HE_2016 = "He, Zhang, Ren, Sun. Identity mappings in deep residual networks. ECCV 2016"
 # He et al. 2016, CIFAR-10 test error (%), median of 5 runs: Table 2's units at ResNet-110 and
 # ResNet-164, Table 3's ResNet-1001.
@@ -175,6 +193,7 @@ def published_result_claims(runs: pd.DataFrame) -> list[Claim]:
                 verdict(measured >= accuracy - D2L_TOLERANCE),
             )
         )
+    claims += keras_result_claims(runs)
     claims.append(
         Claim(
             "LeNet-5 reaches 0.95% MNIST test error",
@@ -186,6 +205,35 @@ def published_result_claims(runs: pd.DataFrame) -> list[Claim]:
             "distorted training set); mnist5k runs are not comparable",
         )
     )
+    return claims
+
+
+def keras_result_claims(runs: pd.DataFrame) -> list[Claim]:
+    """The Keras tutorials' accuracies and size ratios, from the keras profile's runs on their
+    datasets (the ratios from the 17-class networks the runs trained)."""
+    claims = []
+    for model, dataset, claim, accuracy, tolerance in KERAS_RESULTS:
+        found = _finished_runs(runs, model, dataset, "keras")
+        expected = f"{accuracy:.2%} ± {tolerance * 100:g} pp"
+        if found.empty:
+            why = f"needs {model} under the keras profile on {dataset}; this store ran {_ran_instead(runs)}"
+            claims.append(Claim(claim, KERAS, expected, "", NOT_MEASURED, why))
+            continue
+        measured = found["test_acc"].mean()
+        ok = abs(measured - accuracy) <= tolerance
+        claims.append(Claim(claim, KERAS, expected, f"{measured:.2%} ({len(found)} seeds)", verdict(ok)))
+    for larger, smaller, claim, ratio in KERAS_RATIOS:
+        found = [_finished_runs(runs, model, "oxflower17", "keras") for model in (larger, smaller)]
+        expected = f"about {ratio}x (within {facts.ABOUT:.0%})"
+        if any(f.empty for f in found):
+            why = f"needs {larger} and {smaller} under the keras profile on oxflower17 (their 17-class nets)"
+            claims.append(Claim(claim, KERAS, expected, "", NOT_MEASURED, why))
+            continue
+        big, small = (int(f["params"].iloc[0]) for f in found)
+        measured = f"{big / small:.2f}x ({big:,} / {small:,})"
+        claims.append(
+            Claim(claim, KERAS, expected, measured, verdict(abs(big / small - ratio) <= facts.ABOUT * ratio))
+        )
     return claims
 
 
