@@ -45,16 +45,7 @@ def conv_bn_relu(
     groups = index_int(groups, "conv_bn_relu: groups")
     if x.dim() != 4:  # also before the unfused paths, where conv2d alone would take a 3-D input
         raise ValueError(f"conv_bn_relu: expected a 4-D input (N, C, H, W), got shape {tuple(x.shape)}")
-    check_same_device(
-        "conv_bn_relu",
-        x,
-        weight=weight,
-        bias=bias,
-        bn_weight=bn_weight,
-        bn_bias=bn_bias,
-        running_mean=running_mean,
-        running_var=running_var,
-    )
+    check_block_devices("conv_bn_relu", x, weight, bias, bn_weight, bn_bias, running_mean, running_var)
     check_running_stats(running_mean, running_var, x, weight)
     conv = (stride, padding, dilation, groups)
     if not training and running_mean is None:
@@ -74,6 +65,20 @@ def conv_bn_relu(
         count = y.numel() // y.shape[1]
         update_running_stats(running_mean, running_var, mean.detach(), var.detach(), count, momentum)
     return y
+
+
+def check_block_devices(op, x, weight, bias, bn_weight, bn_bias, running_mean=None, running_var=None) -> None:
+    """Every tensor of a conv-BN-ReLU call on the input's device (see check_same_device)."""
+    check_same_device(
+        op,
+        x,
+        weight=weight,
+        bias=bias,
+        bn_weight=bn_weight,
+        bn_bias=bn_bias,
+        running_mean=running_mean,
+        running_var=running_var,
+    )
 
 
 def check_running_stats(running_mean, running_var, x, weight) -> None:
@@ -131,9 +136,7 @@ def _train_flops(x_shape, w_shape, *_args, out_shape, **_kwargs) -> int:
 
 @torch.library.register_fake("cnnrepro::conv_bn_relu_train")
 def _train_fake(x, weight, bias, bn_weight, bn_bias, stride, padding, dilation, groups, eps):
-    check_same_device(
-        "cnnrepro::conv_bn_relu_train", x, weight=weight, bias=bias, bn_weight=bn_weight, bn_bias=bn_bias
-    )
+    check_block_devices("cnnrepro::conv_bn_relu_train", x, weight, bias, bn_weight, bn_bias)
     z = _conv_output(x, weight, bias, stride, padding, dilation, groups)
     channels = weight.shape[0]
     return torch.empty_like(z), z, z.new_empty(channels), z.new_empty(channels)
@@ -143,15 +146,8 @@ def _train_fake(x, weight, bias, bn_weight, bn_bias, stride, padding, dilation, 
 def _eval_fake(
     x, weight, bias, bn_weight, bn_bias, running_mean, running_var, stride, padding, dilation, groups, eps
 ):
-    check_same_device(
-        "cnnrepro::conv_bn_relu_eval",
-        x,
-        weight=weight,
-        bias=bias,
-        bn_weight=bn_weight,
-        bn_bias=bn_bias,
-        running_mean=running_mean,
-        running_var=running_var,
+    check_block_devices(
+        "cnnrepro::conv_bn_relu_eval", x, weight, bias, bn_weight, bn_bias, running_mean, running_var
     )
     return _conv_output(x, weight, bias, stride, padding, dilation, groups)
 
