@@ -7,15 +7,13 @@ import csv
 import hashlib
 import io
 import json
-import re
 import shutil
-import subprocess
 
 import pytest
 import torch
 from matplotlib.image import imread
 from PIL import Image
-from test_report import CHROMIUM, CHROMIUM_FLAGS, IMAGE_PROBE, page_tables
+from test_report import CHROMIUM, CHROMIUM_FLAGS, page_tables, probe_images
 
 from cnnrepro import models
 from cnnrepro.inspect import capture, default_layers, select_layers
@@ -270,18 +268,9 @@ def test_no_inspect_leaves_the_section_out(store, tmp_path):
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
 def test_chromium_renders_the_section_with_no_broken_image(report, tmp_path):
     flags = [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
-    probed = tmp_path / "probed.html"
-    probed.write_text((report / "index.html").read_text().replace("</body>", IMAGE_PROBE + "</body>"))
-    dom = subprocess.run(
-        [*flags, "--virtual-time-budget=10000", "--dump-dom", probed.as_uri()],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    ).stdout
-    found = re.search(r'data-probe="images=(\d+) broken=(\d+)"', dom)
-    assert found and int(found[2]) == 0
-    assert int(found[1]) >= 3, "the section's overview and mistakes figures besides the report's own"
+    images, broken = probe_images(flags, report / "index.html", tmp_path)
+    assert broken == 0
+    assert images >= 3, "the section's overview and mistakes figures besides the report's own"
 
 
 def test_an_image_folder_of_three_classes(tmp_path, monkeypatch, capsys):

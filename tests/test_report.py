@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -396,6 +397,22 @@ window.addEventListener("load", () => {
 </script>"""
 
 
+def probe_images(flags: list[str], page: Path, tmp_path: Path) -> tuple[int, int]:
+    """(images, broken images) of ``page`` as Chromium loads it, counted by IMAGE_PROBE."""
+    probed = tmp_path / "probed.html"
+    probed.write_text(page.read_text().replace("</body>", IMAGE_PROBE + "</body>"))
+    dom = subprocess.run(
+        [*flags, "--virtual-time-budget=10000", "--dump-dom", probed.as_uri()],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    found = re.search(r'data-probe="images=(\d+) broken=(\d+)"', dom)
+    assert found, "the probe ran"
+    return int(found[1]), int(found[2])
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
 def test_chromium_renders_the_page_with_no_broken_image(report_dir, tmp_path):
     flags = [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
@@ -409,18 +426,7 @@ def test_chromium_renders_the_page_with_no_broken_image(report_dir, tmp_path):
     image = imread(shot, format="png")
     assert image.shape[:2] == (2400, 1300) and image.std() > 0.05, "a rendered page, not a blank one"
 
-    probed = tmp_path / "probed.html"
-    probed.write_text((report_dir / "index.html").read_text().replace("</body>", IMAGE_PROBE + "</body>"))
-    dom = subprocess.run(
-        [*flags, "--virtual-time-budget=10000", "--dump-dom", probed.as_uri()],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    ).stdout
-    found = re.search(r'data-probe="images=(\d+) broken=(\d+)"', dom)
-    assert found, "the probe ran"
-    assert int(found[1]) == 5 and int(found[2]) == 0
+    assert probe_images(flags, report_dir / "index.html", tmp_path) == (5, 0)
 
 
 def test_the_degradation_figure_draws_one_kind_alone():
