@@ -243,7 +243,7 @@ def print_listing() -> None:
     print("models:  ", " ".join(models.list_models()))
     print("suites:  ", "; ".join(f"{name}: {' '.join(ms)}" for name, ms in NAMED_SUITES.items()))
     print("profiles:", "; ".join(f"{name}: {p.description}" for name, p in PROFILES.items()))
-    print("datasets:", " ".join(list_datasets()))
+    print("datasets:", " ".join(list_datasets()), "folder:PATH (your own images)")
 
 
 def environment(args, device: str, threads: int, world, plan, dataset) -> dict:

@@ -60,6 +60,9 @@ def test_both_layouts_classes_splits_and_the_skipped_file(tmp_path, layout, caps
     cats = data.train.rows(torch.tensor([0]))
     expected = (torch.tensor(COLORS["cats"]) / 255 - torch.tensor(data.mean)) / torch.tensor(data.std)
     torch.testing.assert_close(cats[0, :, 3, 3], expected)
+    smaller = data.resized(8).train  # a raw split resized becomes float, normalized, in memory
+    assert smaller.images.dtype == torch.float32 and smaller.mean is None
+    torch.testing.assert_close(smaller.images[0, :, 4, 4], expected)
 
 
 def test_flat_split_takes_the_first_fifth_of_each_class_by_name(tmp_path):
@@ -153,8 +156,9 @@ def test_bad_folders_are_one_line_and_exit_2_before_anything_is_written(tmp_path
     assert not out.exists() and not (tmp_path / "data").exists()
 
 
-def test_a_smoke_run_on_a_folder_records_the_dataset_and_reruns_from_the_cache(tmp_path, monkeypatch):
-    root = make_folder(tmp_path / "pets", "split", per_class=6)
+@pytest.mark.parametrize("layout", ["flat", "split"])
+def test_a_smoke_run_on_a_folder_records_the_dataset_and_reruns_from_the_cache(tmp_path, monkeypatch, layout):
+    root = make_folder(tmp_path / "pets", layout, per_class=6)
     out, data = tmp_path / "out", tmp_path / "data"
     argv = ["--profile", "smoke", "--models", "lenet5", "--dataset", f"folder:{root}", "--out", str(out)]
     assert main([*argv, "--data-dir", str(data), "--no-report"]) == 0
