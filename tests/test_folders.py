@@ -4,6 +4,7 @@ the one-line errors, on folders generated here (tiny images, a corrupt file, hid
 import io
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -118,19 +119,26 @@ def test_the_second_load_reads_the_cache_and_a_changed_folder_is_decoded_again(t
     assert len(changed.train) == len(first.train) + 1
 
 
-def test_a_cache_of_a_gigabyte_is_mapped_not_read(tmp_path):
-    path = tmp_path / "images.u8"
-    with open(path, "wb") as f:
-        f.truncate(1 << 30)  # sparse: no gigabyte written
+def test_opening_a_cache_of_a_gigabyte_maps_it_and_reads_only_the_rows_batches_take(tmp_path):
+    root = make_folder(tmp_path / "pets", extras=False)
+    cache = Path(load_dataset(f"folder:{root}", tmp_path / "data", size=150).notes["cache"])
+    rows = (1 << 30) // (3 * 150 * 150)  # the folder's cache, swapped for a sparse gigabyte of as many rows
+    with open(cache / "images.u8", "wb") as f:
+        f.truncate(rows * 3 * 150 * 150)
+    meta = json.loads((cache / "meta.json").read_text())
+    meta["labels"] = {"train": [i % 2 for i in range(rows - 100)], "test": [i % 2 for i in range(100)]}
+    (cache / "meta.json").write_text(json.dumps(meta))
 
     def resident() -> int:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
     before = resident()
-    images = folders.mapped(path, ((1 << 30) // (3 * 150 * 150), 3, 150, 150))
-    rows = images[:8].float()
-    assert resident() - before < 64 << 20 and rows.shape == (8, 3, 150, 150)
+    data = load_dataset(f"folder:{root}", tmp_path / "data", size=150)
+    opened = resident() - before
+    images, _ = next(batches(data.train, 16, torch.Generator().manual_seed(0)))
+    assert len(data.train) == rows - 100 and images.shape == (16, 3, 150, 150)
+    assert opened < 64 << 20 and resident() - before < 128 << 20, "far below the gigabyte"
 
 
 @pytest.mark.parametrize(
