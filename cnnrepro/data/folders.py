@@ -9,8 +9,8 @@ the rest train. No randomness, nothing to seed. Classes are the sorted folder na
 Images (JPEG, PNG, BMP, GIF's first frame, TIFF, WebP where Pillow has it) are decoded by Pillow,
 turned upright by their EXIF orientation, kept as one channel if every image of the folder is
 gray (R = G = B), else RGB, and stretched to size x size with Pillow's bilinear filter, as Keras'
-``target_size`` stretches (its own default filter is nearest). Hidden and non-image files are ignored; a file
-Pillow cannot decode is named and skipped. The decoded images go to
+``target_size`` stretches (its own default filter is nearest). Hidden and non-image files are
+ignored; a file Pillow cannot decode is named and skipped. The decoded images go to
 ``DATA/folders/<path hash>/<content key>/`` (``images.u8``, rows train then test, each split
 round-robin over the classes; ``meta.json``), keyed by the file list, sizes, modification times and
 the size: a changed folder is decoded again, an unchanged one never.
@@ -87,11 +87,8 @@ def class_folders(directory: Path) -> dict[str, list[Path]]:
 def interleaved(files: dict[str, list[Path]], classes: tuple[str, ...]) -> tuple[tuple[Path, int], ...]:
     """(path, label) pairs of every class's files, round-robin over the classes."""
     pairs = [(path, label) for label, name in enumerate(classes) for path in files.get(name, [])]
-    groups = [
-        torch.tensor([i for i, (_, lab) in enumerate(pairs) if lab == label], dtype=torch.long)
-        for label in range(len(classes))
-    ]
-    groups = [g for g in groups if len(g)]
+    counts = [len(files.get(name, [])) for name in classes]
+    groups = [g for g in torch.arange(len(pairs)).split(counts) if len(g)]  # each class's indices
     return tuple(pairs[i] for i in round_robin(groups).tolist()) if groups else ()
 
 
@@ -142,8 +139,8 @@ def decode(path: Path, size: int) -> np.ndarray | None:
         with Image.open(path) as image:  # a GIF opens at its first frame
             upright = ImageOps.exif_transpose(image).convert("RGB")
             pixels = np.asarray(upright.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        return None
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError):
+        return None  # not an image, truncated, corrupt, or larger than Pillow will decode
     return pixels.transpose(2, 0, 1)
 
 
