@@ -31,8 +31,10 @@ from cnnrepro.store import (
 ENV = {"build_info": {"cpu_flags": "-march=x86-64-v3", "compiler": "gcc 12"}, "numerics": {"tf32": False}}
 
 
-def record(store, model, seed, test_acc, train_acc, weights="a", torch_version="2.13.0", threads=2):
-    config = {"model": model, "seed": seed, "epochs": 6, "lr": 0.05}
+def record(
+    store, model, seed, test_acc, train_acc, weights="a", torch_version="2.13.0", threads=2, added=None
+):
+    config = {"model": model, "seed": seed, "epochs": 6, "lr": 0.05} | (added or {})
     key = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
     row = {
         "suite": "classic", "profile": "quick", "key": key, "model": model, "dataset": "mnist5k",
@@ -104,6 +106,18 @@ def test_every_pair_gets_its_verdict_and_tolerance(stores):
     assert resnet["verdict"] == "within noise" and resnet["tolerance"] == DEFAULT_TOLERANCE
     assert resnet["tolerance from"] == "default (one seed)"
     assert rows["alexnet", 0]["verdict"] == "only in A" and rows["nin", 0]["verdict"] == "only in B"
+
+
+def test_fields_added_at_their_defaults_leave_the_seed_spread_matched(tmp_path):
+    """B recorded its configs after fields were added (runs.csv then holds them at their defaults,
+    betas as a JSON list): its seeds still group with A's config for the tolerance."""
+    added = {"optimizer": "sgd", "betas": [0.9, 0.999], "augment": [], "warmup_steps": 0}
+    a = make_store(
+        tmp_path / "a", [run("lenet5", s, 0.95 + 0.01 * s, 0.96, weights=f"l{s}") for s in range(3)]
+    )
+    b = make_store(tmp_path / "b", [run("lenet5", s, 0.95, 0.96, weights="o", added=added) for s in range(2)])
+    rows = verdicts(compare(load_store(a, "A"), load_store(b, "B")))
+    assert rows["lenet5", 0]["tolerance from"] == "seed spread in A and B"
 
 
 def test_what_differs_between_the_environments_is_named(stores):

@@ -15,6 +15,7 @@ import pandas as pd
 
 from cnnrepro.report.results import NoResultsError, read_store
 from cnnrepro.store import StoreError
+from cnnrepro.train import naming_fields
 
 DEFAULT_TOLERANCE = 0.01  # 1 percentage point, where no store measured a spread over seeds
 VERDICTS = ("identical", "within noise", "differs", "only in A", "only in B")
@@ -50,7 +51,9 @@ def load_store(directory: Path, label: str) -> Store:
 
 
 def _without_seed(config: str) -> str:
-    fields = json.loads(config)
+    """The config's naming fields but the seed: a store from before a field was added and one
+    from after group their runs alike."""
+    fields = naming_fields(json.loads(config))
     fields.pop("seed", None)
     return json.dumps(fields, sort_keys=True)
 

@@ -20,6 +20,7 @@ from cnnrepro.train.recipe import (
     lr_factor,
     make_optimizer,
     make_scheduler,
+    naming_fields,
     train_examples,
 )
 from cnnrepro.train.replicas import GlobalBatchDropout, Replicas, TorchrunWorld, torchrun_world
@@ -43,6 +44,7 @@ __all__ = [
     "lr_factor",
     "make_optimizer",
     "make_scheduler",
+    "naming_fields",
     "numerics_settings",
     "save_atomic",
     "set_deterministic",

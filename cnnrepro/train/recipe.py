@@ -84,11 +84,7 @@ class RunConfig:
         """The run's identity: a hash of every field. Fields added since the first results
         (``ADDED_FIELDS``) count only when they differ from their default, so every earlier key,
         checkpoint and store row still names its run."""
-        fields = dataclasses.asdict(self)
-        for name, default in ADDED_FIELDS.items():
-            if fields[name] == default:
-                del fields[name]
-        text = json.dumps(fields, sort_keys=True, default=str)
+        text = json.dumps(naming_fields(dataclasses.asdict(self)), sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -102,6 +98,17 @@ ADDED_FIELDS = {
     "eps": 1e-8,
     "augment": (),
 }
+
+
+def naming_fields(fields: dict) -> dict:
+    """A config's fields (``asdict``'s, or runs.csv's read back from JSON) less the added ones at
+    their defaults: the fields that name a run, the same for a config from before they existed."""
+
+    def at_default(name: str) -> bool:
+        default = ADDED_FIELDS[name]
+        return json.dumps(fields[name], default=str) == json.dumps(default, default=str)
+
+    return {name: value for name, value in fields.items() if not (name in ADDED_FIELDS and at_default(name))}
 
 
 def build_model(config: RunConfig, dataset: Dataset, device="cpu") -> torch.nn.Module:
