@@ -1,6 +1,7 @@
-"""Keras' ImageDataGenerator augmentation against an oracle written from keras-preprocessing 1.1's
-``apply_affine_transform`` (its matrices, ``transform_matrix_offset_center``, scipy.ndimage's
-``affine_transform`` at order 1 with Keras' fill modes), and the seeded draws."""
+"""Keras' ImageDataGenerator augmentation against two oracles: Keras' own code, keras-preprocessing
+1.1.2's ``apply_affine_transform`` (a test extra; its centre is +0.5), and one written here from
+later tf.keras's (the same matrices about the middle pixel, -0.5, through scipy.ndimage's
+``affine_transform`` at order 1 with Keras' fill modes); and the seeded draws."""
 
 import numpy as np
 import pytest
@@ -76,6 +77,21 @@ def test_each_transform_and_their_composition_match_keras(image, case, fill_mode
     # Every pixel, the fill modes' own included (the interior ones and the border ones alike).
     assert np.abs(got[0].double().numpy() - expected).max() < TOLERANCE
     assert np.abs(expected - image).max() > 0.1, "the case moves pixels: a no-op would fail"
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # its scipy.ndimage.interpolation
+@pytest.mark.parametrize("fill_mode", augment.FILL_MODES)
+@pytest.mark.parametrize("case", CASES)
+def test_each_transform_and_their_composition_match_keras_preprocessing(image, case, fill_mode):
+    keras = pytest.importorskip("keras_preprocessing.image.affine_transformations")
+    expected = keras.apply_affine_transform(
+        image, **CASES[case], row_axis=1, col_axis=2, channel_axis=0, fill_mode=fill_mode, cval=0.25, order=1
+    )
+    moved = torch.tensor(image[None], dtype=torch.float32)
+    got = augment.apply(moved, one(**CASES[case]), fill_mode, fill=0.25, centre_offset=0.5)
+    assert np.abs(got[0].double().numpy() - expected).max() < TOLERANCE
+    centred = augment.apply(moved, one(**CASES[case]), fill_mode, fill=0.25)  # tf.keras's centre
+    assert ("shift" in case) == bool(np.abs(centred[0].double().numpy() - expected).max() < TOLERANCE)
 
 
 def test_flips_follow_the_affine_part():

@@ -52,7 +52,7 @@ def test_the_profile_plans_the_tutorials_recipes():
             "constant",
         )
         assert KerasAugment.from_pairs(config.augment) == KerasAugment(
-            shear_range=0.2, zoom_range=0.2, horizontal_flip=True
+            shear_range=0.2, zoom_range=0.2, horizontal_flip=True, centre_offset=0.5
         )
         assert config.lr == (1e-5 if model in ("vgg16", "googlenet") else 1e-3)
     lenet = plan(["--profile", "keras", "--models", "lenet5", "--dataset", "mnist"])["lenet5"]

@@ -1,12 +1,16 @@
-"""Keras' ``ImageDataGenerator`` augmentation, as keras-preprocessing 1.1 computes it, applied to
-a whole batch at once on the batch's device.
+"""Keras' ``ImageDataGenerator`` augmentation, as Keras computes it, applied to a whole batch at
+once on the batch's device.
 
 Per image: theta ~ U(-rotation_range, rotation_range) degrees; a shift ~ U(-r, r), times the side
 when r < 1 (an int r: a whole pixel from range(r) with a random sign, Keras' np.random.choice);
 shear ~ U(-shear_range, shear_range) degrees; zx, zy ~ U(1 - z, 1 + z), drawn independently. The
 matrix ``R . T . Sh . Z`` (shear ``[[1, -sin s], [0, cos s]]``) maps an output pixel's (row, col) to
-the input's, about the centre ``((h - 1) / 2, (w - 1) / 2)``, as ``transform_matrix_offset_center``
-does; Keras' tx moves rows (height_shift_range) and zx scales them. The input is sampled bilinearly
+the input's, about the centre ``(h / 2 + o, w / 2 + o)`` of ``transform_matrix_offset_center``:
+o = -0.5, the middle pixel, in later tf.keras releases' own keras/preprocessing/image.py (the
+default); o = +0.5 in keras-preprocessing 1.1.2, its last release, which standalone Keras 2.2-2.3
+and the tf.keras of the tutorials' time used (``centre_offset``: the two differ by a pixel about
+which rotation, shear and zoom turn). Keras' tx
+moves rows (height_shift_range) and zx scales them. The input is sampled bilinearly
 (scipy.ndimage's order 1) with scipy's fill modes: nearest (clamped), constant (``cval`` outside
 [0, n - 1]), reflect (half-sample symmetric), wrap (period n - 1, scipy's legacy wrap). Then the
 flips, each with probability 1/2.
@@ -53,8 +57,13 @@ class KerasAugment:
     vertical_flip: bool = False
     fill_mode: str = "nearest"
     cval: float = 0.0  # raw pixel units (0-255), as Keras fills before rescaling
+    centre_offset: float = -0.5  # -0.5: later tf.keras; +0.5: keras-preprocessing 1.1.2
 
     def __post_init__(self):
+        if self.centre_offset not in (-0.5, 0.5):
+            raise ValueError(
+                f"centre_offset is -0.5 (Keras) or 0.5 (keras-preprocessing), got {self.centre_offset}"
+            )
         if self.fill_mode not in FILL_MODES:
             raise ValueError(f"fill_mode must be one of {FILL_MODES}, got {self.fill_mode!r}")
         ranges = ("rotation_range", "width_shift_range", "height_shift_range", "shear_range", "zoom_range")
@@ -106,7 +115,7 @@ class KerasAugment:
         """A randomly transformed copy of the (N, C, H, W) batch; ``fill`` is the constant mode's value
         in the images' units (see :func:`normalized_fill`)."""
         n, _, h, w = images.shape
-        return apply(images, self.draw(n, h, w, generator), self.fill_mode, fill)
+        return apply(images, self.draw(n, h, w, generator), self.fill_mode, fill, self.centre_offset)
 
 
 def normalized_fill(cval: float, mean, std) -> torch.Tensor:
@@ -114,7 +123,7 @@ def normalized_fill(cval: float, mean, std) -> torch.Tensor:
     return (cval / 255.0 - torch.tensor(mean, dtype=torch.float64)) / torch.tensor(std, dtype=torch.float64)
 
 
-def matrices(transform: Transform, height: int, width: int) -> torch.Tensor:
+def matrices(transform: Transform, height: int, width: int, centre_offset: float = -0.5) -> torch.Tensor:
     """(N, 3, 3) float64: output (row, col, 1) -> input, Keras' R . T . Sh . Z about the centre."""
     n = len(transform.theta)
     theta, shear = transform.theta * (math.pi / 180), transform.shear * (math.pi / 180)
@@ -126,7 +135,7 @@ def matrices(transform: Transform, height: int, width: int) -> torch.Tensor:
     shearing[:, 0, 1], shearing[:, 1, 1] = -shear.sin(), shear.cos()
     zoom[:, 0, 0], zoom[:, 1, 1] = transform.zx, transform.zy
     centre, back = eye[0].clone(), eye[0].clone()
-    centre[0, 2], centre[1, 2] = height / 2 - 0.5, width / 2 - 0.5
+    centre[0, 2], centre[1, 2] = height / 2 + centre_offset, width / 2 + centre_offset
     back[0, 2], back[1, 2] = -centre[0, 2], -centre[1, 2]
     return centre @ rotation @ shift @ shearing @ zoom @ back
 
@@ -148,10 +157,12 @@ def moved(transform: Transform) -> torch.Tensor:
     return shifts | (transform.zx != 1) | (transform.zy != 1)
 
 
-def sample(images: torch.Tensor, transform: Transform, fill_mode: str, fill) -> torch.Tensor:
+def sample(
+    images: torch.Tensor, transform: Transform, fill_mode: str, fill, centre_offset: float
+) -> torch.Tensor:
     """Every image resampled through its matrix: bilinear, out-of-image sources by ``fill_mode``."""
     n, c, h, w = images.shape
-    matrix = matrices(transform, h, w).to(images.device, torch.float32)
+    matrix = matrices(transform, h, w, centre_offset).to(images.device, torch.float32)
     rows, cols = torch.meshgrid(
         torch.arange(h, dtype=torch.float32, device=images.device),
         torch.arange(w, dtype=torch.float32, device=images.device),
@@ -173,12 +184,21 @@ def sample(images: torch.Tensor, transform: Transform, fill_mode: str, fill) -> 
     return out
 
 
-def apply(images: torch.Tensor, transform: Transform, fill_mode: str = "nearest", fill=0.0) -> torch.Tensor:
+def apply(
+    images: torch.Tensor,
+    transform: Transform,
+    fill_mode: str = "nearest",
+    fill=0.0,
+    centre_offset: float = -0.5,
+) -> torch.Tensor:
     """The batch transformed by ``transform`` (images whose affine part is the identity untouched,
     as Keras leaves them), then flipped."""
     n, moving = images.shape[0], moved(transform)  # on the CPU: no wait for the device
     change = moving.to(images.device).view(n, 1, 1, 1)
-    out = torch.where(change, sample(images, transform, fill_mode, fill), images) if moving.any() else images
+    if moving.any():
+        out = torch.where(change, sample(images, transform, fill_mode, fill, centre_offset), images)
+    else:
+        out = images
     flips = (transform.horizontal_flip.to(out.device), transform.vertical_flip.to(out.device))
     out = torch.where(flips[0].view(n, 1, 1, 1), out.flip(-1), out)
     return torch.where(flips[1].view(n, 1, 1, 1), out.flip(-2), out)

@@ -96,10 +96,13 @@ IDENTITY_PAPER = tuple(unit_model(PAPER_DEPTH, unit) for unit in UNITS) + tuple(
 # the 2015 paper did so for ResNet-110 alone (until training error fell below 80%, about 400).
 HE_WARMUP = Recipe(lr=0.1, warmup_steps=400)
 
-# The Keras tutorials' ImageDataGenerator(shear_range=0.2, zoom_range=0.2, horizontal_flip=True).
-# Since Keras 2.1.3 shear_range is in degrees, so 0.2 is a fifth of a degree as Keras runs it now
-# (written for older Keras, where it was radians, it meant 11.5 degrees): taken as Keras means it.
-KERAS_TUTORIAL_AUGMENT = KerasAugment(shear_range=0.2, zoom_range=0.2, horizontal_flip=True).pairs()
+# The Keras tutorials' ImageDataGenerator(shear_range=0.2, zoom_range=0.2, horizontal_flip=True) as
+# keras-preprocessing 1.1.2 (standalone Keras 2.2-2.3, and tf.keras then) runs it: shear_range in
+# degrees, as since Keras 2.1.3 (so a fifth of a degree; before, in radians, it meant 11.5
+# degrees), about its centre (+0.5).
+KERAS_TUTORIAL_AUGMENT = KerasAugment(
+    shear_range=0.2, zoom_range=0.2, horizontal_flip=True, centre_offset=0.5
+).pairs()
 
 PROFILES = {
     "smoke": Profile(
