@@ -4,6 +4,7 @@ the one-line errors, on folders generated here (tiny images, a corrupt file, hid
 import io
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -181,3 +182,18 @@ def test_a_smoke_run_on_a_folder_records_the_dataset_and_reruns_from_the_cache(t
 def test_a_bad_dataset_name_names_the_choices():
     with pytest.raises(ValueError, match="folder:PATH"):
         load_dataset("imagenet")
+
+
+def test_a_cache_another_process_made_first_is_used_and_no_temp_is_left(tmp_path, monkeypatch):
+    root = make_folder(tmp_path / "pets", extras=False)
+    write_cache = folders.write_cache
+
+    def racing(layout, size, temp):  # another rank renames its cache into place meanwhile
+        meta = write_cache(layout, size, temp)
+        shutil.copytree(temp, temp.parent / temp.name.split(".")[1])
+        return meta
+
+    monkeypatch.setattr(folders, "write_cache", racing)
+    data = load_dataset(f"folder:{root}", tmp_path / "data", size=8)
+    cache = Path(data.notes["cache"])
+    assert len(data.train) == 8 and [p.name for p in cache.parent.iterdir()] == [cache.name]

@@ -19,7 +19,10 @@ the size: a changed folder is decoded again, an unchanged one never.
 import hashlib
 import json
 import math
+import os
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -198,9 +201,7 @@ def content_sha256(path: Path, labels: bytes) -> str:
 
 
 def write_cache(layout: Layout, size: int, directory: Path) -> dict:
-    """Decodes every image into ``directory`` (images.u8, then meta.json, each atomically; meta.json
-    last, so a cache without it is never used); returns the meta."""
-    directory.mkdir(parents=True, exist_ok=True)
+    """Decodes every image into ``directory`` (images.u8, then meta.json); returns the meta."""
     path = directory / "images.u8"
     labels, skipped, gray = decode_all(layout, size, path)
     n = len(labels["train"]) + len(labels["test"])
@@ -225,13 +226,24 @@ def write_cache(layout: Layout, size: int, directory: Path) -> dict:
 
 def cached(layout: Layout, size: int, data_dir: Path) -> tuple[Path, dict]:
     """The folder's cache directory and meta, decoding it first if the folder changed; other
-    caches of the same folder (older contents, other sizes) are kept."""
+    caches of the same folder (older contents, other sizes) are kept. A cache is made in a temp
+    directory and renamed into place whole: processes decoding at once (torchrun's ranks) each
+    make their own, the first rename wins, and none ever reads a half-made one."""
     where = data_dir / "folders" / hashlib.sha256(str(layout.root).encode()).hexdigest()[:16]
     directory = where / f"{size}-{cache_key(layout, size)}"
-    meta_path = directory / "meta.json"
-    if not meta_path.exists():
-        return directory, write_cache(layout, size, directory)
-    return directory, json.loads(meta_path.read_text())
+    if not (directory / "meta.json").exists():
+        where.mkdir(parents=True, exist_ok=True)
+        temp = Path(tempfile.mkdtemp(dir=where, prefix=f".{directory.name}."))
+        try:
+            write_cache(layout, size, temp)
+            try:
+                os.replace(temp, directory)
+            except OSError:  # another process's cache is there already
+                if not (directory / "meta.json").exists():
+                    raise
+        finally:
+            shutil.rmtree(temp, ignore_errors=True)
+    return directory, json.loads((directory / "meta.json").read_text())
 
 
 def mapped(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
