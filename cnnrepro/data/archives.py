@@ -117,7 +117,9 @@ def load_oxflower17(
     paths = [root / "jpg" / f"image_{i:04d}.jpg" for i in range(1, count + 1)]
     missing = [p.name for p in paths if not p.is_file()]
     if missing:
-        raise DatasetError(f"{root}: {len(missing)} of the {count} images missing ({missing[0]}...)")
+        raise DatasetError(
+            f"{root}: {len(missing)} of the {count} images missing ({missing[0]}...): delete it to unpack"
+        )
     splits = read_splits(mat, FLOWERS17_SPLIT)
 
     def by_class(numbers: list[int]) -> dict[str, list[Path]]:
@@ -157,6 +159,6 @@ def load_cats_vs_dogs(
     if found != tuple(counts):
         raise DatasetError(
             f"{root}: {found[0]} training and {found[1]} validation images, "
-            f"expected {counts[0]} and {counts[1]}"
+            f"expected {counts[0]} and {counts[1]}: delete {target} to unpack"
         )
     return image_dataset("cats-vs-dogs", layout, data_dir, size, archive_sha256=sha256)
