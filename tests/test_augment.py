@@ -163,3 +163,21 @@ def test_a_runs_augmentation_is_in_its_key_and_repeats_bit_for_bit(tmp_path):
     assert train_run(plain, data, tmp_path / "c").weights_sha256 != one.weights_sha256
     with pytest.raises(ValueError, match="unknown augmentation"):
         RunConfig(**small, augment=(("channel_shift_range", 0.1),))
+
+
+def test_same_seed_same_bits_on_each_device_under_deterministic_algorithms(device):
+    """The runner's settings (deterministic algorithms on): grid_sample's forward runs on CUDA too,
+    twice the same bits, and within float32 rounding of the CPU's."""
+    keras = KerasAugment(
+        rotation_range=30, shear_range=10, zoom_range=0.2, horizontal_flip=True, fill_mode="reflect"
+    )
+    images = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        one, again = (keras(images.to(device), torch.Generator().manual_seed(5)) for _ in range(2))
+        on_cpu = keras(images, torch.Generator().manual_seed(5))
+    finally:
+        torch.use_deterministic_algorithms(before)
+    assert torch.equal(one, again) and one.device.type == device
+    torch.testing.assert_close(one.cpu(), on_cpu, atol=1e-5, rtol=0)
