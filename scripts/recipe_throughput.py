@@ -11,6 +11,7 @@ no data loading)."""
 
 import argparse
 import csv
+import io
 import math
 import time
 from pathlib import Path
@@ -20,10 +21,18 @@ import torch
 import torch.nn.functional as F
 
 from cnnrepro.experiments import PROFILES, plan_runs
-from cnnrepro.train import build_model
+from cnnrepro.files import write_atomic
+from cnnrepro.train import build_model, set_deterministic
 from cnnrepro.train.recipe import make_optimizer
 
 CIFAR10 = SimpleNamespace(num_classes=10, in_channels=3, image_size=32, train_examples=50_000)
+
+
+def positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+    return value
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -32,7 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--profile", default="paper")
     parser.add_argument("--backend", default="custom", choices=["custom", "native"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--seconds", type=float, default=20.0, help="how long to time steps for")
+    parser.add_argument("--seconds", type=positive, default=20.0, help="how long to time steps for")
     parser.add_argument("--out", type=Path, required=True)
     return parser.parse_args(argv)
 
@@ -40,13 +49,19 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     (config,) = plan_runs([args.model], PROFILES[args.profile], [0], backend=args.backend)
+    if config.dataset != "cifar10":
+        raise SystemExit(
+            f"error: the {args.profile} profile trains on {config.dataset}; this projects CIFAR-10 recipes"
+        )
+    set_deterministic()  # as the runner trains
+    on_cuda = torch.device(args.device).type == "cuda"
     model = build_model(config, CIFAR10, args.device).train()
     optimizer = make_optimizer(config, model)
     size = config.input_size or CIFAR10.image_size
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(config.batch_size, 3, size, size, generator=generator).to(args.device)
     labels = torch.randint(0, CIFAR10.num_classes, (config.batch_size,), generator=generator).to(args.device)
-    sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
+    sync = torch.cuda.synchronize if on_cuda else (lambda: None)
 
     def step():
         optimizer.zero_grad(set_to_none=True)
@@ -69,7 +84,7 @@ def main(argv=None) -> int:
         "model": args.model,
         "profile": args.profile,
         "backend": args.backend,
-        "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
+        "device": torch.cuda.get_device_name(args.device) if on_cuda else "cpu",
         "batch_size": config.batch_size,
         "input_size": size,
         "steps_timed": steps,
@@ -79,10 +94,11 @@ def main(argv=None) -> int:
         "projected_hours": round(recipe_steps * seconds_per_step / 3600, 3),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    with open(args.out / "throughput.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(row))
-        writer.writeheader()
-        writer.writerow(row)
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=list(row))
+    writer.writeheader()
+    writer.writerow(row)
+    write_atomic(args.out / "throughput.csv", table.getvalue())
     print(
         f"{args.model} ({args.profile} recipe, {args.backend}) on {row['device']}: "
         f"{row['images_per_s']} images/s at batch {config.batch_size}; "

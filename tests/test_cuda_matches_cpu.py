@@ -51,21 +51,41 @@ def test_max_pool_is_exact(cuda, layout, dtype, ceil_mode):
         assert torch.equal(a, b)
 
 
+@pytest.fixture
+def no_tf32(monkeypatch):
+    """cuDNN's float32 convolutions default to TF32 (10-bit mantissas): off, to compare with the CPU."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+
+
+def random_block(dtype) -> nn.ConvBNReLU2d:
+    """A block whose every parameter and running statistic matters: conv bias, BN affine, stats."""
+    torch.manual_seed(0)
+    block = nn.ConvBNReLU2d(8, 16, 3, padding=1, bias=True, dtype=dtype)
+    with torch.no_grad():
+        block.bn.weight.uniform_(0.5, 1.5), block.bn.bias.uniform_(-0.5, 0.5)
+        block.bn.running_mean.uniform_(-0.5, 0.5), block.bn.running_var.uniform_(0.5, 2)
+    return block
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("training", [True, False])
-def test_conv_bn_relu(cuda, layout, dtype, training):
-    torch.manual_seed(0)
-    block = nn.ConvBNReLU2d(8, 16, 3, padding=1, dtype=dtype).train(training)
-    with torch.no_grad():
-        block.bn.running_mean.uniform_(-0.5, 0.5), block.bn.running_var.uniform_(0.5, 2)
-    blocks = (block, block.__class__(8, 16, 3, padding=1, dtype=dtype).train(training).to(cuda))
-    blocks[1].load_state_dict(block.state_dict())
+def test_conv_bn_relu_training(cuda, no_tf32, layout, dtype):
+    blocks = (random_block(dtype), random_block(dtype).to(cuda))
     x = torch.randn(4, 8, 15, 13, dtype=dtype, generator=torch.Generator().manual_seed(2))
     cpu, gpu = on_both(x, layout, cuda)
     for a, b in zip(*(forward_backward(m, t) for m, t in zip(blocks, (cpu, gpu), strict=True)), strict=True):
         torch.testing.assert_close(b, a, **TOL[dtype])
-    for (name, a), (_, b) in zip(block.state_dict().items(), blocks[1].state_dict().items(), strict=True):
+    for (name, a), (_, b) in zip(blocks[0].state_dict().items(), blocks[1].state_dict().items(), strict=True):
         torch.testing.assert_close(b.cpu(), a, **TOL[dtype], msg=name)  # running statistics alike
-    for p, q in zip(block.parameters(), blocks[1].parameters(), strict=True):
+    for p, q in zip(blocks[0].parameters(), blocks[1].parameters(), strict=True):
         torch.testing.assert_close(q.grad.cpu(), p.grad, **TOL[dtype])
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@torch.no_grad()  # with autograd recording, eval mode runs the unfused ops: here the eval kernel runs
+def test_conv_bn_relu_eval(cuda, no_tf32, layout, dtype):
+    blocks = (random_block(dtype).eval(), random_block(dtype).eval().to(cuda))
+    x = torch.randn(4, 8, 15, 13, dtype=dtype, generator=torch.Generator().manual_seed(3))
+    x = x.contiguous(memory_format=layout)
+    torch.testing.assert_close(blocks[1](x.to(cuda)).cpu(), blocks[0](x), **TOL[dtype])

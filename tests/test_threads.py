@@ -56,16 +56,20 @@ def conv_bn_relu_step(x):
     return block_step(block, x)
 
 
-def whole_block_step(x):
+def whole_block(x):
     torch.manual_seed(0)
-    return block_step(nn.ConvBNReLU2d(x.shape[1], 32, 3, padding=1), x)
+    return nn.ConvBNReLU2d(x.shape[1], 32, 3, padding=1)
+
+
+def whole_block_step(x):
+    return block_step(whole_block(x), x)
 
 
 def native_conv_step(x):
-    torch.manual_seed(0)
-    conv = torch.nn.Conv2d(x.shape[1], 32, 3, padding=1)
+    """The whole block's own convolution (same weights, same input), run alone by PyTorch."""
+    conv = whole_block(x).conv
     y = conv(x)
-    return y, *torch.autograd.grad(y.square().sum(), [x, *conv.parameters()])
+    return y, *torch.autograd.grad(y, [x, conv.weight], torch.cos(y))
 
 
 def serial_and_parallel(step, x):

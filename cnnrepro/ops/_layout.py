@@ -27,13 +27,17 @@ def empty_in_kernel_layout(x: torch.Tensor, shape=None, dtype=None) -> torch.Ten
     ).contiguous(memory_format=kernel_memory_format(x))
 
 
-def check_same_device(op: str, x: torch.Tensor, **tensors: torch.Tensor | None) -> None:
-    """Every given tensor on ``x``'s device, as the C++ kernels check. The fake kernels check it
-    too: a call mixing a ``meta`` tensor with real ones is dispatched to them, not to the kernels."""
+def check_same_device(
+    op: str, x: torch.Tensor, reference: str = "input", **tensors: torch.Tensor | None
+) -> None:
+    """Every given tensor on ``x``'s device (``x`` named ``reference``), with the C++ kernels'
+    error and words. The fake kernels check it too: a call mixing a ``meta`` tensor with real ones
+    is dispatched to them, not to the kernels."""
     for name, t in tensors.items():
         if t is not None and t.device != x.device:
-            raise ValueError(
-                f"{op}: {name} is on {t.device} but the input is on {x.device}; move them to the same device"
+            raise RuntimeError(
+                f"{op}: {name} is on {t.device} but {reference} is on {x.device}; "
+                "move them to the same device"
             )
 
 

@@ -82,7 +82,7 @@ def check_block_devices(op, x, weight, bias, bn_weight, bn_bias, running_mean=No
 
 
 def check_running_stats(running_mean, running_var, x, weight) -> None:
-    """Both running statistics or neither; each one value per output channel, on x's device and dtype."""
+    """Both running statistics or neither; each one value per output channel, in x's dtype."""
     if (running_mean is None) != (running_var is None):
         given, missing = (
             ("running_mean", "running_var") if running_var is None else ("running_var", "running_mean")
@@ -101,10 +101,10 @@ def check_running_stats(running_mean, running_var, x, weight) -> None:
             raise ValueError(
                 f"conv_bn_relu: {name} has {stat.shape[0]} elements, expected {channels} (out_channels)"
             )
-        if stat.dtype != x.dtype or stat.device != x.device:
+        if stat.dtype != x.dtype:  # the device: check_block_devices, before
             raise ValueError(
-                f"conv_bn_relu: {name} has dtype {stat.dtype} on {stat.device} but the input has dtype "
-                f"{x.dtype} on {x.device}; they must match (as in nn.BatchNorm2d)"
+                f"conv_bn_relu: {name} has dtype {stat.dtype} but the input has dtype {x.dtype}; they must "
+                "match (as in nn.BatchNorm2d)"
             )
 
 

@@ -61,7 +61,9 @@ def _forward_fake(x, kernel_size, stride, padding, dilation, ceil_mode):
 
 @torch.library.register_fake("cnnrepro::max_pool2d_with_argmax_backward")
 def _backward_fake(grad_output, indices, input_size, kernel_size, stride, padding, dilation, ceil_mode):
-    check_same_device("cnnrepro::max_pool2d_with_argmax_backward", grad_output, indices=indices)
+    check_same_device(
+        "cnnrepro::max_pool2d_with_argmax_backward", grad_output, "grad_output", indices=indices
+    )
     dy4 = grad_output if grad_output.dim() == 4 else grad_output.unsqueeze(0)
     out = empty_in_kernel_layout(dy4, shape=(*dy4.shape[:2], *input_size[-2:]))
     return out if grad_output.dim() == 4 else out.squeeze(0)
