@@ -38,15 +38,16 @@ class Hand(torch.nn.Module):
 
 
 class Untraceable(torch.nn.Module):
-    """Data-dependent control flow at the top; convertible children below it."""
+    """Data-dependent control flow in a forward that holds a chain; convertible children below it."""
 
     def __init__(self):
         super().__init__()
+        self.conv, self.bn = torch.nn.Conv2d(3, 3, 1), torch.nn.BatchNorm2d(3)
         self.body = Hand()
         self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 3, 1), torch.nn.BatchNorm2d(3), torch.nn.ReLU())
 
     def forward(self, x):
-        x = self.stem(x)
+        x = self.stem(torch.relu(self.bn(self.conv(x))))
         return self.body(x) if x.sum() > 0 else -self.body(x)
 
 
@@ -132,6 +133,7 @@ def test_an_untraceable_model_is_kept_and_its_children_converted():
     assert converted.__class__ is Untraceable, "kept as written"
     assert any(c.path == "" and "cannot be traced" in c.what for c in report.left), report
     assert {c.path for c in report.replaced if "fused" in c.what} == {"stem.0", "body.conv1", "body.head.0"}
+    assert "forward" not in vars(converted), "its own forward is the class's"
     assert_same_model(original, converted, torch.randn(4, 3, 9, 9))
 
 
@@ -181,8 +183,74 @@ def test_a_hooked_pool_is_kept_and_bad_ops_are_refused():
     model[0].register_forward_hook(lambda *_: None)
     converted, report = nn.convert(model)
     assert type(converted[0]) is torch.nn.MaxPool2d and "has hooks" in str(report)
-    with pytest.raises(ValueError, match="ops must be among"):
-        nn.convert(model, ops=["conv_bn_relu", "softmax"])
+    for bad in (["conv_bn_relu", "softmax"], (), None):
+        with pytest.raises(ValueError, match="ops must be one or more of"):
+            nn.convert(model, ops=bad)
+
+
+def test_only_the_ops_asked_for_are_converted():
+    original, converted, report = converted_pair(Hand(), ops="max_pool")
+    assert [c.path for c in report.replaced] == ["pool"] and "forward" not in vars(converted)
+    assert_same_model(original, converted, torch.randn(4, 3, 9, 9))
+
+
+def test_the_owner_keeps_its_class_attributes_and_hooks():
+    model = Untraceable()
+    model.temperature = 2.0  # a plain attribute; a method is the class's
+    calls = []
+    model.body.register_forward_hook(lambda *_: calls.append("body"))
+    converted, _ = nn.convert(model)
+    assert converted is model and isinstance(converted.body, Hand) and converted.temperature == 2.0
+    converted.body.head[0].register_forward_hook(lambda *_: calls.append("head conv"))  # after conversion
+    converted(torch.randn(2, 3, 9, 9))
+    assert calls == ["head conv", "body"], "hooks on owners and, added later, on fused modules run"
+
+
+def test_saved_loaded_copied_and_converted_twice_it_computes_the_same(tmp_path):
+    original, converted, _ = converted_pair(Hand())
+    torch.save(converted, tmp_path / "model.pt")
+    loaded = torch.load(tmp_path / "model.pt", weights_only=False)
+    again, report = nn.convert(copy.deepcopy(converted))
+    assert report.count("fused") == 2
+    for other in (loaded, copy.deepcopy(converted), again):
+        assert_same_model(copy.deepcopy(original), other, torch.randn(4, 3, 9, 9))
+
+
+def test_a_module_shared_at_two_paths_is_converted_once_and_stays_shared():
+    block = torch.nn.Sequential(torch.nn.Conv2d(3, 3, 3, padding=1), torch.nn.BatchNorm2d(3), torch.nn.ReLU())
+    original, converted, report = converted_pair(torch.nn.Sequential(block, block))
+    assert converted[0] is converted[1] and [c.path for c in report.replaced] == ["0.0"]
+    assert_same_model(original, converted, torch.randn(2, 3, 5, 5))
+
+
+class CountingBatchNorm(torch.nn.BatchNorm2d):
+    calls = 0
+
+    def forward(self, x):
+        CountingBatchNorm.calls += 1
+        return super().forward(x)
+
+
+def test_a_module_replaced_after_conversion_runs_itself():
+    _, converted, _ = converted_pair(Hand())
+    old = converted.bn1
+    converted.bn1 = CountingBatchNorm(8)
+    converted.bn1.load_state_dict(old.state_dict())
+    converted(torch.randn(2, 3, 9, 9))
+    assert CountingBatchNorm.calls == 1, "the fused op stands only for the exact modules it was made for"
+
+
+class MakesConstants(Hand):
+    def forward(self, x):
+        return super().forward(x) * torch.tensor(2.0)
+
+
+def test_a_forward_making_tensor_constants_is_left_and_left_unchanged():
+    model = MakesConstants()
+    before = set(vars(model))
+    converted, report = nn.convert(model)
+    assert set(vars(converted)) == before, "tracing added nothing to the user's module"
+    assert any(c.path == "" and "tensor constants" in c.what for c in report.left), report
 
 
 def test_torch_compile_of_the_converted_model():

@@ -5,21 +5,24 @@ Two kinds of change, each reported with its module path:
 
 - swaps, module for module: ``nn.MaxPool2d`` -> :class:`cnnrepro.nn.MaxPool2d` and
   ``nn.LocalResponseNorm`` -> :class:`cnnrepro.nn.LocalResponseNorm` (stateless: no keys change);
-- fusions: every conv -> BatchNorm -> ReLU in a module's ``forward`` code (``nn.Sequential``'s
-  included), found by tracing it with torch.fx and rewritten to one call of the fused op. The
-  rewritten module is a ``torch.fx.GraphModule`` that holds the very same Conv2d and BatchNorm2d
-  objects at the same module paths, so the state_dict keys and the Parameter objects are the
-  original's (an optimizer built before conversion still trains the converted model).
+- fusions: every conv -> BatchNorm -> ReLU that a module's own ``forward`` calls on its children
+  (``nn.Sequential``'s included) runs as one call of the fused op. The module whose forward holds
+  the chain (its owner: a torchvision BasicBlock, a Sequential) keeps its class, children,
+  attributes, methods and hooks; only its ``forward`` is replaced, by :class:`FusedForward`: the
+  code torch.fx traced from it, with each chain rewritten, run on the module itself, so children
+  replaced later and hooks added later count. State_dict keys and Parameter objects are the
+  original's, so an optimizer built before conversion still trains the converted model.
 
-A module is rewritten only where that is safe: its forward traces, and traces to the same code in
-train and eval mode (a forward that branches on ``self.training`` would otherwise be frozen in one
-mode); a module that cannot be traced is kept as written and its children are converted one by one.
-A chain is fused only when the convolution's and BatchNorm's outputs feed nothing else, no module
-of it has hooks, and the convolution is a plain zero-padded Conv2d; hooks added later make the
-fused call run the modules themselves. Every candidate left alone is reported with the reason.
+An owner's forward is rewritten only where that is safe: it traces (children kept as calls), and
+traces to the same code in train and eval mode (a forward that branches on ``self.training`` would
+otherwise be frozen in one mode; other Python state it reads, such as ``torch.is_grad_enabled()``
+or a plain attribute, is read once, at conversion). A chain is fused only when the convolution's
+and BatchNorm's outputs feed nothing else, no module of it has hooks, and the convolution is a
+plain zero-padded Conv2d; at call time the fused op runs only while that still holds, else the
+modules themselves do. Every candidate left alone is reported with the reason.
 
-Swapped modules replace the originals in their parents, so the given model is modified in place;
-use the returned model (a GraphModule where the root's own forward was rewritten).
+The model is converted in place (swapped modules replace the originals in their parents, owners get
+their new forward) and returned with the report: ``model, report = convert(model)``.
 """
 
 import dataclasses
@@ -50,6 +53,8 @@ class Change:
 
 @dataclasses.dataclass
 class ConversionReport:
+    """What convert did (module path and what) and what it left (path and why); print it."""
+
     replaced: list[Change] = dataclasses.field(default_factory=list)
     left: list[Change] = dataclasses.field(default_factory=list)
 
@@ -65,6 +70,8 @@ class ConversionReport:
 
 
 class Converted(NamedTuple):
+    """``model, report = convert(model)``."""
+
     model: torch.nn.Module
     report: ConversionReport
 
@@ -78,16 +85,18 @@ def convert(model: torch.nn.Module, ops=OPS, backend: str = "custom") -> Convert
     report = ConversionReport()
     model = swap_modules(model, ops, backend, report)
     if "conv_bn_relu" in ops:
-        model = fuse_unit(model, "", backend, report)
+        for path, module in model.named_modules():  # each module once, shared ones included
+            fuse_owner(module, path, backend, report)
     return Converted(model, report)
 
 
 def check_ops(ops) -> tuple[str, ...]:
-    ops = (ops,) if isinstance(ops, str) else tuple(ops)
-    unknown = [op for op in ops if op not in OPS]
-    if unknown:
-        raise ValueError(f"convert: ops must be among {OPS}, got {unknown}")
-    return ops
+    """``ops`` as a tuple of names among OPS: one name, or a non-empty collection of them."""
+    if isinstance(ops, str):
+        ops = (ops,)
+    if not isinstance(ops, (tuple, list, set, frozenset)) or not ops or any(op not in OPS for op in ops):
+        raise ValueError(f"convert: ops must be one or more of {OPS}, got {ops!r}")
+    return tuple(ops)
 
 
 # ---- swaps, module for module ------------------------------------------------------------------
@@ -147,119 +156,99 @@ def swap_modules(model, ops, backend, report) -> torch.nn.Module:
 
 @torch.fx.wrap
 def conv_bn_relu_call(x, conv, bn, relu=None, backend="custom"):
-    """What a converted graph calls in place of conv -> bn -> relu: the fused op, or the modules
-    themselves where fusing would change what they do (hooks added since, the native backend)."""
-    if backend == "native" or not fusable(conv, bn, relu):
+    """What a fused forward calls in place of conv -> bn -> relu: the fused op, or the modules
+    themselves where fusing would change what they do (a module replaced or hooked since, the
+    native backend)."""
+    if backend == "native" or not fusable_modules(conv, bn, relu):
         y = bn(conv(x))
         return relu(y) if relu is not None else torch.relu(y)
     return fused_forward(x, conv, bn)
 
 
-class TraceFailure(Exception):
-    def __init__(self, culprit: torch.nn.Module, error: Exception):
-        super().__init__(str(error))
-        self.culprit, self.error = culprit, error
+def fusable_modules(conv, bn, relu) -> bool:
+    """The exact modules the fused op stands for (a subclass or a SyncBatchNorm runs itself), in a
+    state it computes alike (see nn.conv_bn_relu.fusable)."""
+    return (
+        type(conv) is torch.nn.Conv2d
+        and type(bn) is torch.nn.BatchNorm2d
+        and (relu is None or type(relu) is torch.nn.ReLU)
+        and fusable(conv, bn, relu)
+    )
 
 
-class Tracer(torch.fx.Tracer):
-    """torch.fx's tracer with our modules, modules with hooks and ``leaves`` kept as calls, and the
-    innermost module whose forward failed to trace named in a TraceFailure."""
+class FusedForward:
+    """An owner module's forward with its conv -> BN -> ReLU chains fused: the code torch.fx traced
+    from its class's forward, rewritten, and run with the module itself as ``self``. Pickles as
+    (owner, backend) and traces again when first called after loading."""
 
-    def __init__(self, leaves: set[int]):
-        super().__init__()
-        self.leaves, self.stack = leaves, []
+    def __init__(self, owner: torch.nn.Module, backend: str, function=None):
+        self.owner, self.backend, self.function = owner, backend, function
+
+    def __call__(self, *args, **kwargs):
+        if self.function is None:
+            graph, _ = trace_in_both_modes(self.owner)
+            rewrite(
+                graph, fusable_chains(graph, children_of(self.owner), "", ConversionReport()), self.backend
+            )
+            self.function = compiled(graph)
+        return self.function(self.owner, *args, **kwargs)
+
+    def __reduce__(self):
+        return FusedForward, (self.owner, self.backend)
+
+
+class OwnForwardTracer(torch.fx.Tracer):
+    """Traces one module's own forward: every submodule stays a call."""
 
     def is_leaf_module(self, m: torch.nn.Module, qualname: str) -> bool:
-        return (
-            id(m) in self.leaves
-            or isinstance(m, OUR_MODULES)
-            or has_hooks(m)
-            or super().is_leaf_module(m, qualname)
-        )
-
-    def call_module(self, m, forward, args, kwargs):
-        self.stack.append(m)
-        try:
-            return super().call_module(m, forward, args, kwargs)
-        except TraceFailure:
-            raise
-        except Exception as error:
-            raise TraceFailure(m, error) from error
-        finally:
-            self.stack.pop()
+        return True
 
 
-def trace(module: torch.nn.Module, leaves: set[int]) -> torch.fx.Graph:
-    try:
-        return Tracer(leaves).trace(module)
-    except TraceFailure:
-        raise
-    except Exception as error:  # in the module's own forward, outside any submodule call
-        raise TraceFailure(module, error) from error
-
-
-def trace_in_both_modes(module: torch.nn.Module) -> tuple[torch.fx.Graph | None, str, set[int]]:
-    """(graph, "", leaves) when ``module``'s forward traces, to the same code in train and eval
-    mode, with the submodules that do not trace kept as calls (``leaves``); else (None, why, _)."""
+def trace_in_both_modes(module: torch.nn.Module) -> tuple[torch.fx.Graph | None, str]:
+    """(graph of ``module``'s own forward, "") when it traces, to the same code in train and eval
+    mode and without making tensor constants (which tracing stores on the module); else (None, why).
+    The module and its children are left in their modes, with nothing added."""
     flags = {m: m.training for m in module.modules()}
-    leaves: set[int] = set()
+    before = set(vars(module)) | set(module._buffers) | set(module._parameters)
     try:
-        while True:
-            try:
-                graphs = [trace(module.train(mode), leaves) for mode in (True, False)]
-                break
-            except TraceFailure as failure:
-                if failure.culprit is module or id(failure.culprit) in leaves:
-                    first_line = str(failure.error).strip().splitlines()[0] if str(failure.error) else ""
-                    return (
-                        None,
-                        f"its forward cannot be traced ({type(failure.error).__name__}: {first_line})",
-                        leaves,
-                    )
-                leaves.add(id(failure.culprit))
+        graphs = [OwnForwardTracer().trace(module.train(mode)) for mode in (True, False)]
+    except Exception as error:  # torch.fx's own TraceError, or whatever the forward raised on proxies
+        lines = str(error).strip().splitlines()
+        return None, f"its forward cannot be traced ({type(error).__name__}: {lines[0] if lines else ''})"
     finally:
         for m, flag in flags.items():
             m.training = flag
+        added = (set(vars(module)) | set(module._buffers) | set(module._parameters)) - before
+        for name in added:
+            delattr(module, name)
+    if added:
+        return None, "its forward makes tensor constants"
     if graphs[0].python_code("self").src != graphs[1].python_code("self").src:
-        return None, "its forward branches on train/eval mode", leaves
-    return graphs[0], "", leaves
+        return None, "its forward branches on train/eval mode"
+    return graphs[0], ""
 
 
-def fuse_unit(module: torch.nn.Module, path: str, backend: str, report: ConversionReport) -> torch.nn.Module:
-    """``module`` with every safe conv -> BN -> ReLU of its forward code fused (a GraphModule where
-    one was), or ``module`` itself with its children converted one by one where it cannot be traced."""
-    if isinstance(module, OUR_MODULES) or not any(True for _ in module.children()):
-        return module
-    if type(module).forward is torch.nn.Module.forward:  # a container (ModuleList, ModuleDict)
-        return fuse_children(module, path, backend, report)
-    if has_hooks(module):
-        report.left.append(Change(path, "has hooks: its forward kept as written; its children converted"))
-        return fuse_children(module, path, backend, report)
-    graph, why, leaves = trace_in_both_modes(module)
+def children_of(module: torch.nn.Module) -> dict[str, torch.nn.Module]:
+    return dict(module.named_children())
+
+
+def fuse_owner(module: torch.nn.Module, path: str, backend: str, report: ConversionReport) -> None:
+    """Gives ``module`` a FusedForward where its own forward calls a safe conv -> BN -> ReLU on its
+    children; reports why not where it holds candidates (a Conv2d and a BatchNorm2d child)."""
+    children = children_of(module)
+    kinds = {type(m) for m in children.values()}
+    if isinstance(module, OUR_MODULES) or not {torch.nn.Conv2d, torch.nn.BatchNorm2d} <= kinds:
+        return
+    graph, why = trace_in_both_modes(module)
     if graph is None:
-        report.left.append(Change(path, f"{why}: kept as written; its children converted one by one"))
-        return fuse_children(module, path, backend, report)
-    modules = dict(module.named_modules(remove_duplicate=False))
-    chains = fusable_chains(graph, modules, path, report)
-    result = rewrite(module, graph, chains, backend, path, report) if chains else module
-    # Submodules the trace kept as calls (untraceable or hooked): converted inside, in place.
-    for node in graph.nodes:
-        inner = modules.get(node.target) if node.op == "call_module" else None
-        if (
-            inner is not None
-            and (id(inner) in leaves or has_hooks(inner))
-            and not isinstance(inner, OUR_MODULES)
-        ):
-            fuse_unit(inner, join(path, node.target), backend, report)
-    return result
-
-
-def fuse_children(module, path, backend, report) -> torch.nn.Module:
-    for name, child in list(module.named_children()):
-        new = fuse_unit(child, join(path, name), backend, report)
-        if new is not child:
-            setattr(module, name, new)
-    return module
+        report.left.append(Change(path, f"{why}: kept as written (its children are converted)"))
+        return
+    chains = fusable_chains(graph, children, path, report)
+    if chains:
+        for conv, bn, relu in chains:
+            report.replaced.append(Change(join(path, conv.target), f"{chain_name(conv, bn, relu)} fused"))
+        rewrite(graph, chains, backend)
+        module.forward = FusedForward(module, backend, compiled(graph))
 
 
 def module_call(node: torch.fx.Node, modules: dict, kind: type) -> bool:
@@ -302,8 +291,7 @@ def unsafe_because(conv, bn, relu, modules) -> str:
         return f"the convolution's output also feeds {others(conv, bn)}"
     if len(bn.users) > 1:
         return f"the BatchNorm's output also feeds {others(bn, relu)}"
-    inplace_flag = relu.target is F.relu and len(relu.args) == 2 and isinstance(relu.args[1], bool)
-    if len(relu.args) > 1 + inplace_flag or set(relu.kwargs) - {"inplace"}:
+    if len(relu.args) > 1 or set(relu.kwargs) - {"inplace"}:  # torch.fx records F.relu's inplace by name
         return "the ReLU is called with other arguments"
     nodes = [conv, bn] + ([relu] if relu.op == "call_module" else [])
     hooked = [n.target for n in nodes if has_hooks(modules[n.target])]
@@ -325,53 +313,27 @@ def chain_name(conv, bn, relu) -> str:
     return f"{conv.target} -> {bn.target} -> {relu.target if relu.op == 'call_module' else 'relu'}"
 
 
-def rewrite(module, graph, chains, backend, path, report) -> torch.fx.GraphModule:
-    """A GraphModule of ``module`` with each chain one call of :func:`conv_bn_relu_call`, holding the
-    original Conv2d and BatchNorm2d objects at their paths; state, paths and modes as the original's."""
+def rewrite(graph: torch.fx.Graph, chains, backend: str) -> None:
+    """Each chain becomes one call of :func:`conv_bn_relu_call` on the same modules, read from the
+    owner at call time (``self.conv1``...)."""
     for conv, bn, relu in chains:
         with graph.inserting_before(conv):
             args = [conv.args[0], graph.get_attr(conv.target), graph.get_attr(bn.target)]
             args.append(graph.get_attr(relu.target) if relu.op == "call_module" else None)
             fused = graph.call_function(conv_bn_relu_call, tuple(args), {"backend": backend})
+            fused.meta["is_wrapped"] = True  # a later trace of this code keeps it one call
         relu.replace_all_uses_with(fused)
         for node in (relu, bn, conv):
             graph.erase_node(node)
-        report.replaced.append(Change(join(path, conv.target), f"{chain_name(conv, bn, relu)} fused"))
     graph.lint()
-    converted = torch.fx.GraphModule(module, graph, class_name=type(module).__name__)
-    keep_unreferenced_state(module, converted)
-    for name, original in module.named_modules():
-        copy = converted.get_submodule(name) if has_submodule(converted, name) else None
-        if copy is not None:
-            copy.training = original.training
-    return converted
 
 
-def has_submodule(module: torch.nn.Module, path: str) -> bool:
-    try:
-        module.get_submodule(path)
-    except AttributeError:
-        return False
-    return True
-
-
-def keep_unreferenced_state(original: torch.nn.Module, converted: torch.nn.Module) -> None:
-    """Modules with parameters or buffers that the graph no longer calls (a ReLU is dropped freely,
-    but a BatchNorm the forward never uses still has keys) attached at their original paths."""
-    missing = set(original.state_dict()) - set(converted.state_dict())
-    for owner in sorted({key.rsplit(".", 1)[0] for key in missing if "." in key}, key=len):
-        if has_submodule(converted, owner):
-            continue
-        parent = converted
-        *shells, last = owner.split(".")
-        for name in shells:
-            if not hasattr(parent, name):
-                parent.add_module(name, torch.nn.Module())
-            parent = getattr(parent, name)
-        parent.add_module(last, original.get_submodule(owner))
-    lost = set(original.state_dict()) - set(converted.state_dict())
-    if lost:  # cannot happen while every owner is a module: a safety net, not a code path
-        raise RuntimeError(f"convert would lose the state_dict keys {sorted(lost)}")
+def compiled(graph: torch.fx.Graph):
+    """The graph's code as a function of (self, *inputs)."""
+    code = graph.python_code(root_module="self")
+    namespace = dict(code.globals)
+    exec(compile(code.src, "<cnnrepro.nn.convert>", "exec"), namespace)  # noqa: S102 (torch.fx's own code)
+    return namespace["forward"]
 
 
 def join(path: str, name: str) -> str:
