@@ -327,16 +327,21 @@ def test_backward_ops_refuse_a_gradient_on_another_device():
         torch.ops.cnnrepro.max_pool2d_with_argmax_backward(values.to("meta"), indices, list(x.shape), *window)
 
 
-def block_results(block, x, grad) -> dict[str, torch.Tensor]:
-    """A training step's output and the gradients of the input and of BatchNorm's weight and bias."""
+def block_results(block, x, grad, offset: float) -> dict[str, torch.Tensor]:
+    """A training step's batch statistics (the running ones after one step from 0 and 1, with the
+    offset's share taken out of the mean), output, and gradients of the input and of BatchNorm's
+    weight and bias."""
     x = x.detach().clone().requires_grad_()
     y = block(x)
     y.backward(grad)
+    bn = block.bn
     return {
+        "running mean": bn.running_mean.double() - bn.momentum * offset,
+        "running var": bn.running_var,
         "output": y,
         "input grad": x.grad,
-        "bn weight grad": block.bn.weight.grad,
-        "bn bias grad": block.bn.bias.grad,
+        "bn weight grad": bn.weight.grad,
+        "bn bias grad": bn.bias.grad,
     }
 
 
@@ -345,9 +350,11 @@ def block_results(block, x, grad) -> dict[str, torch.Tensor]:
 def test_statistics_far_from_zero_are_as_accurate_as_natives(dtype, offset):
     """Input = offset + N(0, 1) through an identity convolution. The exact answer is BatchNorm of the
     input less the offset (float64 subtracts it exactly), and our one-pass shifted sums come at
-    least as close to it as native's two passes: output and every gradient, within 1 % or 4 ulps.
-    (In float32 at 1e6 the data sit 0.0625 apart and the ReLU mask flips on both sides alike: both
-    errors are ~2.9 there, equal to 1e-5.)"""
+    least as close to it as native's two passes, within 1 % or 4 ulps: the batch statistics always,
+    and the output and every gradient where the input's own rounding leaves them defined. Where the
+    data sit on a grid coarser than 1e-3 of their spread (float32 at 1e6: 0.0625 apart), the ReLU
+    mask flips by that rounding alone, differently for every summation order (native's own changes
+    with the CPU's vector ISA), so only the statistics are compared there."""
     generator = torch.Generator().manual_seed(0)
     x = (torch.randn(8, 4, 9, 9, dtype=torch.float64, generator=generator) + offset).to(dtype)
     grad = torch.randn(x.shape, dtype=dtype, generator=generator)
@@ -359,12 +366,16 @@ def test_statistics_far_from_zero_are_as_accurate_as_natives(dtype, offset):
         fused.bn.bias.uniform_(-0.5, 0.5, generator=generator)
     unfused.bn.load_state_dict(fused.bn.state_dict())
     exact.bn.load_state_dict({k: v.double() for k, v in fused.bn.state_dict().items()})
-    ours, native = block_results(fused, x, grad), block_results(unfused, x, grad)
-    truth = block_results(exact, x.double() - offset, grad.double())
-    for what, t in truth.items():
+    ours, native = block_results(fused, x, grad, offset), block_results(unfused, x, grad, offset)
+    truth = block_results(exact, x.double() - offset, grad.double(), 0.0)
+    quantized = torch.finfo(dtype).eps * offset > 1e-3
+    compared = ["running mean", "running var"] if quantized else list(truth)
+    for what in compared:
+        t = truth[what]
         ours_error = (ours[what].double() - t).abs().max().item()
         native_error = (native[what].double() - t).abs().max().item()
-        ulp = torch.finfo(dtype).eps * max(1.0, t.abs().max().item())
+        scale = max(1.0, t.abs().max().item(), offset * fused.bn.momentum if what == "running mean" else 0.0)
+        ulp = torch.finfo(dtype).eps * scale
         assert ours_error <= 1.01 * native_error + 4 * ulp, (
             f"{what}: ours {ours_error:.3g}, native {native_error:.3g}"
         )
