@@ -14,7 +14,7 @@ CUDA_CHECK_DIR ?= build/cuda-check
 PY := $(VENV)/bin/python
 SOURCES := setup.py pyproject.toml $(shell find csrc -type f 2>/dev/null)
 
-.PHONY: run report reference demo test bench check-cuda check-gpu gpu-wheels lint format clean
+.PHONY: run report reference demo test bench check-cuda check-cuda-emu check-gpu gpu-wheels lint format clean
 
 # A venv with torch, the build tools (--no-build-isolation uses the venv's own), then our package.
 # $(1): venv dir, $(2): torch spec.
@@ -98,6 +98,20 @@ check-cuda:
 	cd $(CUDA_CHECK_DIR) && $(abspath $(CUDA_VENV))/bin/python -c \
 		"import cnnrepro; i = cnnrepro.build_info(); print(i); assert i['with_cuda'] and i['torch_matches'], i"
 	cd $(CUDA_CHECK_DIR) && $(abspath $(CUDA_VENV))/bin/python -m pytest -q
+
+# The CUDA kernels executed without a GPU: csrc/cuda/*.cu compiled as host C++ (the emulation
+# header csrc/emulation/cuda_on_host.h) three ways, plain, with AddressSanitizer + UBSan and with
+# ThreadSanitizer, each compared with the CPU kernels and each catching its planted bug
+# (tests/test_cuda_emulation.py). The sanitizers' runtimes go first (LD_PRELOAD): Python is not built
+# with them; under TSan the CPU kernels (the comparison's other side) run on one thread, as TSan
+# cannot see OpenMP's synchronization. Builds are cached in build/cuda-emulation/.
+GCC_RUNTIME = $(shell $(CXX) -print-file-name=$(1))
+check-cuda-emu: $(VENV)/.installed
+	CNNREPRO_CUDA_EMULATION=plain $(PY) -m pytest -q -p no:cacheprovider tests/test_cuda_emulation.py
+	CNNREPRO_CUDA_EMULATION=asan LD_PRELOAD="$(call GCC_RUNTIME,libasan.so) $(call GCC_RUNTIME,libubsan.so)" \
+		ASAN_OPTIONS=detect_leaks=0 $(PY) -m pytest -q -p no:cacheprovider tests/test_cuda_emulation.py
+	CNNREPRO_CUDA_EMULATION=tsan LD_PRELOAD="$(call GCC_RUNTIME,libtsan.so)" TSAN_OPTIONS="halt_on_error=1 report_signal_unsafe=0" OMP_NUM_THREADS=1 \
+		$(PY) -m pytest -q -p no:cacheprovider tests/test_cuda_emulation.py
 
 # On a machine with a GPU and no network (the project's borrowed H100), within a device budget
 # (CHECK_GPU_BUDGET_S, default 480 s): builds for the visible GPU with the machine's own Python, then

@@ -157,7 +157,7 @@ at::Tensor channel_affine(const at::Tensor& mean, const at::Tensor& var, const c
   at::Tensor affine = at::empty({4 * C}, mean.options().dtype(at::toOpMathType(mean.scalar_type())));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mean.scalar_type(), "cnnrepro::conv_bn_relu affine", [&] {
     using opmath_t = at::opmath_type<scalar_t>;
-    affine_kernel<scalar_t, opmath_t><<<blocks_for(C), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+    CNNREPRO_LAUNCH(blocks_for(C), kThreads, 0, at::cuda::getCurrentCUDAStream(), affine_kernel<scalar_t, opmath_t>)(
         mean.const_data_ptr<scalar_t>(), var.const_data_ptr<scalar_t>(), optional_ptr<scalar_t>(bn_weight),
         optional_ptr<scalar_t>(bn_bias), affine.mutable_data_ptr<opmath_t>(), C, eps);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -171,7 +171,8 @@ void normalize_relu(const at::Tensor& z, const at::Tensor& affine, at::Tensor& y
   const Geometry g = geometry_of(z);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, z.scalar_type(), "cnnrepro::conv_bn_relu normalize", [&] {
     using opmath_t = at::opmath_type<scalar_t>;
-    normalize_relu_kernel<scalar_t, opmath_t><<<blocks_for(z.numel()), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+    CNNREPRO_LAUNCH(blocks_for(z.numel()), kThreads, 0, at::cuda::getCurrentCUDAStream(),
+                    normalize_relu_kernel<scalar_t, opmath_t>)(
         z.const_data_ptr<scalar_t>(), affine.const_data_ptr<opmath_t>(), y.mutable_data_ptr<scalar_t>(), z.numel(), g);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
@@ -187,7 +188,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv_bn_relu_train_cu
   const Geometry& g = call.g;
   auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, z.scalar_type(), "cnnrepro::conv_bn_relu_train", [&] {
-    statistics_kernel<scalar_t><<<g.C, kReduceThreads, 0, stream>>>(
+    CNNREPRO_LAUNCH(g.C, kReduceThreads, 0, stream, statistics_kernel<scalar_t>)(
         z.const_data_ptr<scalar_t>(), mean.mutable_data_ptr<scalar_t>(), var.mutable_data_ptr<scalar_t>(), g);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
@@ -211,13 +212,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv_bn_r
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, z.scalar_type(), "cnnrepro::conv_bn_relu_train_backward", [&] {
         using opmath_t = at::opmath_type<scalar_t>;
-        backward_reduce_kernel<scalar_t, opmath_t><<<g.C, kReduceThreads, 0, stream>>>(
+        CNNREPRO_LAUNCH(g.C, kReduceThreads, 0, stream, backward_reduce_kernel<scalar_t, opmath_t>)(
             z.const_data_ptr<scalar_t>(), dy.const_data_ptr<scalar_t>(), mean.const_data_ptr<scalar_t>(),
             optional_ptr<scalar_t>(bn_weight), affine.const_data_ptr<opmath_t>(),
             grad_gamma.mutable_data_ptr<scalar_t>(), grad_beta.mutable_data_ptr<scalar_t>(),
             coef.mutable_data_ptr<opmath_t>(), g);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
-        grad_conv_out_kernel<scalar_t, opmath_t><<<blocks_for(z.numel()), kThreads, 0, stream>>>(
+        CNNREPRO_LAUNCH(blocks_for(z.numel()), kThreads, 0, stream, grad_conv_out_kernel<scalar_t, opmath_t>)(
             z.const_data_ptr<scalar_t>(), dy.const_data_ptr<scalar_t>(), mean.const_data_ptr<scalar_t>(),
             affine.const_data_ptr<opmath_t>(), coef.const_data_ptr<opmath_t>(), dz.mutable_data_ptr<scalar_t>(),
             z.numel(), g);

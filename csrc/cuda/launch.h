@@ -1,7 +1,15 @@
-// The launch shape every elementwise CUDA kernel here uses: one thread per item, kThreads per block.
+// The launch shape every elementwise CUDA kernel here uses: one thread per item, kThreads per block;
+// and the one way kernels are launched.
 #pragma once
 
 #include <cstdint>
+
+// CNNREPRO_LAUNCH(grid, block, shared_bytes, stream, kernel)(args...): nvcc's <<<...>>> launch, or,
+// where csrc/emulation/cuda_on_host.h is force-included (the tests' host build of these sources),
+// a launch that runs the grid's blocks one after another on CPU threads.
+#ifndef CNNREPRO_LAUNCH
+#define CNNREPRO_LAUNCH(grid, block, shared_bytes, stream, ...) __VA_ARGS__<<<grid, block, shared_bytes, stream>>>
+#endif
 
 namespace cnnrepro::cuda {
 

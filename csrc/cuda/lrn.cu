@@ -86,7 +86,7 @@ at::Tensor lrn_forward_cuda(const at::Tensor& input, int64_t size, double alpha,
   auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, call.x.scalar_type(), "cnnrepro::lrn", [&] {
     dispatch_beta(beta, [&](auto kind) {
-      forward_kernel<kind.value, scalar_t><<<blocks_for(numel), kThreads, 0, stream>>>(
+      CNNREPRO_LAUNCH(blocks_for(numel), kThreads, 0, stream, forward_kernel<kind.value, scalar_t>)(
           call.x.const_data_ptr<scalar_t>(), call.y.mutable_data_ptr<scalar_t>(), numel, indexer(call.g), p);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
@@ -107,10 +107,10 @@ at::Tensor lrn_backward_cuda(const at::Tensor& grad_output, const at::Tensor& in
     at::Tensor ratio = at::empty({numel}, call.x.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
     const scalar_t *dy = call.dy.const_data_ptr<scalar_t>(), *x = call.x.const_data_ptr<scalar_t>();
     dispatch_beta(beta, [&](auto kind) {
-      ratio_kernel<kind.value, scalar_t><<<blocks_for(numel), kThreads, 0, stream>>>(
+      CNNREPRO_LAUNCH(blocks_for(numel), kThreads, 0, stream, ratio_kernel<kind.value, scalar_t>)(
           dy, x, ratio.mutable_data_ptr<acc_t>(), numel, indexer(call.g), p);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
-      grad_input_kernel<kind.value, scalar_t><<<blocks_for(numel), kThreads, 0, stream>>>(
+      CNNREPRO_LAUNCH(blocks_for(numel), kThreads, 0, stream, grad_input_kernel<kind.value, scalar_t>)(
           dy, x, ratio.const_data_ptr<acc_t>(), call.dx.mutable_data_ptr<scalar_t>(), numel, indexer(call.g), p);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });

@@ -94,7 +94,7 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_with_argmax_cuda(const at::Tensor&
   if (numel == 0) return finish_forward(input, call);
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, call.x.scalar_type(), "cnnrepro::max_pool2d_with_argmax", [&] {
-        forward_kernel<scalar_t><<<blocks_for(numel), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+        CNNREPRO_LAUNCH(blocks_for(numel), kThreads, 0, at::cuda::getCurrentCUDAStream(), forward_kernel<scalar_t>)(
             call.x.const_data_ptr<scalar_t>(), call.values.mutable_data_ptr<scalar_t>(),
             call.indices.mutable_data_ptr<int64_t>(), numel, call.g);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -116,7 +116,7 @@ at::Tensor max_pool2d_with_argmax_backward_cuda(const at::Tensor& grad_output, c
   if (numel == 0) return finish_backward(grad_output, dx);
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, dx.scalar_type(), "cnnrepro::max_pool2d_with_argmax_backward", [&] {
-        backward_kernel<scalar_t><<<blocks_for(numel), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+        CNNREPRO_LAUNCH(blocks_for(numel), kThreads, 0, at::cuda::getCurrentCUDAStream(), backward_kernel<scalar_t>)(
             call.grad_output.const_data_ptr<scalar_t>(), call.indices.const_data_ptr<int64_t>(),
             dx.mutable_data_ptr<scalar_t>(), numel, g);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
