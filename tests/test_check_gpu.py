@@ -69,7 +69,9 @@ def test_the_dry_run_runs_every_step_time_boxed(tmp_path):
 @pytest.mark.skipif(sys.platform != "linux", reason="a bash script with GNU timeout")
 def test_a_budget_too_small_ends_cleanly_naming_the_steps_not_run(tmp_path):
     archive = tmp_path / "out" / "check-gpu.tgz"  # as the device tool's $OUT would get it
-    run, results = dry_run(tmp_path / "gpu", budget_s=25, CHECK_GPU_MIN_STEP_S="20", CHECK_GPU_ARCHIVE=str(archive))
+    run, results = dry_run(
+        tmp_path / "gpu", budget_s=25, CHECK_GPU_MIN_STEP_S="20", CHECK_GPU_ARCHIVE=str(archive)
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     not_run = [step for step, result in results.items() if result.startswith("not run")]
     assert not_run and not_run == STEPS[len(STEPS) - len(not_run) :], "the last steps, in order"
