@@ -137,7 +137,7 @@ def cases(dtype, generator) -> list[torch.Tensor]:
     ]
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
 def test_lrn_forward_and_backward(dtype):
     generator = torch.Generator().manual_seed(0)
     for x in cases(dtype, generator):
@@ -151,11 +151,13 @@ def test_lrn_forward_and_backward(dtype):
             expected = torch.ops.cnnrepro.lrn_backward.default(dy, *args)
             got = on_cuda_kernel(torch.ops.cnnrepro.lrn_backward.default, dy, *args)
             # The CPU sums the mirrored window's terms in another order, and bfloat16's in float.
-            tol = {torch.float32: 1e-5, torch.float64: 1e-12, torch.bfloat16: 1.6e-2}[dtype]
+            tol = {torch.float32: 1e-5, torch.float64: 1e-12, torch.bfloat16: 1.6e-2, torch.float16: 2e-3}[
+                dtype
+            ]
             torch.testing.assert_close(got, expected, rtol=tol, atol=tol, equal_nan=True)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("ceil_mode", [False, True])
 def test_max_pool_forward_and_backward(dtype, ceil_mode):
     generator = torch.Generator().manual_seed(1)
@@ -173,8 +175,8 @@ def test_max_pool_forward_and_backward(dtype, ceil_mode):
         backward = torch.ops.cnnrepro.max_pool2d_with_argmax_backward.default
         expected = backward(dy, indices, list(x.shape), *window)
         got = on_cuda_kernel(backward, dy, indices, list(x.shape), *window)
-        # bfloat16: the GPU accumulates a window's gradients in float, the CPU in bfloat16 (as native).
-        tol = 1.6e-2 if dtype == torch.bfloat16 else 0
+        # Half types: the GPU accumulates a window's gradients in float, the CPU in the type (as native).
+        tol = {torch.bfloat16: 1.6e-2, torch.float16: 2e-3}.get(dtype, 0)
         torch.testing.assert_close(got, expected, rtol=tol, atol=tol)
 
 
