@@ -221,7 +221,8 @@ def selected_models(args, profile) -> list[tuple[str, str]]:
     known = models.list_models()
     unknown = [p for p in args.models if not fnmatch.filter(known, p)]
     if unknown:
-        raise SystemExit(f"error: --models {' '.join(unknown)} matches no model; see --list")
+        print(f"error: --models {' '.join(unknown)} matches no model; see --list", file=sys.stderr)
+        raise SystemExit(2)  # a usage error, as every other bad argument
 
     def chosen(model: str) -> bool:
         matched = any(fnmatch.fnmatch(model, pattern) for pattern in args.models)

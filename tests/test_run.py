@@ -90,7 +90,7 @@ def test_bad_values_get_clear_errors(argv, message, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "cnnrepro.run", *argv, "--out", str(tmp_path)], capture_output=True, text=True
     )
-    assert proc.returncode != 0 and message in proc.stderr
+    assert proc.returncode == 2 and message in proc.stderr
 
 
 def planned(argv) -> dict:
