@@ -61,9 +61,7 @@ class ConvBNReLU2d(torch.nn.Sequential):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         children = list(self)
-        kinds = (torch.nn.Conv2d, torch.nn.BatchNorm2d, torch.nn.ReLU)
-        expected = len(children) == 3 and all(type(m) is k for m, k in zip(children, kinds, strict=True))
-        if self.backend == "native" or not expected or not fusable(*children):
+        if self.backend == "native" or len(children) != 3 or not fusable(*children):
             return super().forward(x)
         return fused_forward(x, self.conv, self.bn)
 
@@ -72,11 +70,15 @@ class ConvBNReLU2d(torch.nn.Sequential):
 
 
 def fusable(conv: torch.nn.Conv2d, bn: torch.nn.BatchNorm2d, relu: torch.nn.Module | None = None) -> bool:
-    """Whether the fused op computes what ``relu(bn(conv(x)))`` would, checked at call time: no
-    module with hooks (the fused op calls none of them, so their hooks would not run), and a
+    """Whether the fused op computes what ``relu(bn(conv(x)))`` would, checked at call time: the
+    exact modules it stands for (a subclass, a module replaced by another, a SyncBatchNorm runs
+    itself), none with hooks (the fused op calls none of them, so their hooks would not run), and a
     convolution whose padding the op takes (numbers, zeros)."""
     return (
-        not any(has_hooks(m) for m in (conv, bn, relu) if m is not None)
+        type(conv) is torch.nn.Conv2d
+        and type(bn) is torch.nn.BatchNorm2d
+        and (relu is None or type(relu) is torch.nn.ReLU)
+        and not any(has_hooks(m) for m in (conv, bn, relu) if m is not None)
         and conv.padding_mode == "zeros"
         and not isinstance(conv.padding, str)
     )

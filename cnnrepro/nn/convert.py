@@ -159,21 +159,10 @@ def conv_bn_relu_call(x, conv, bn, relu=None, backend="custom"):
     """What a fused forward calls in place of conv -> bn -> relu: the fused op, or the modules
     themselves where fusing would change what they do (a module replaced or hooked since, the
     native backend)."""
-    if backend == "native" or not fusable_modules(conv, bn, relu):
+    if backend == "native" or not fusable(conv, bn, relu):
         y = bn(conv(x))
         return relu(y) if relu is not None else torch.relu(y)
     return fused_forward(x, conv, bn)
-
-
-def fusable_modules(conv, bn, relu) -> bool:
-    """The exact modules the fused op stands for (a subclass or a SyncBatchNorm runs itself), in a
-    state it computes alike (see nn.conv_bn_relu.fusable)."""
-    return (
-        type(conv) is torch.nn.Conv2d
-        and type(bn) is torch.nn.BatchNorm2d
-        and (relu is None or type(relu) is torch.nn.ReLU)
-        and fusable(conv, bn, relu)
-    )
 
 
 class FusedForward:
