@@ -28,6 +28,7 @@ from cnnrepro.data import (
     fetch,
     folders,
     load_dataset,
+    no_downloads,
     random_crop_flip,
 )
 from cnnrepro.data.archives import load_cats_vs_dogs, load_oxflower17
@@ -132,6 +133,24 @@ def test_present_files_are_used_without_network(server, tmp_path):
     assert torch.equal(first.train.images, again.train.images)
 
 
+def test_no_downloads_uses_the_files_in_place_and_fetches_nothing(server, tmp_path):
+    root, url = server
+    files = serve(root, mnist_like_files(), url)
+    with no_downloads(), pytest.raises(DownloadError, match="is not here"):
+        load_idx_dataset("mnist", files, tmp_path / "data")
+    assert not (tmp_path / "data").exists(), "nothing made"
+    first = load_idx_dataset("mnist", files, tmp_path / "data")
+    assert first.notes["classes"] == [str(d) for d in range(10)]
+    with no_downloads():
+        again = load_idx_dataset("mnist", files, tmp_path / "data")
+    assert torch.equal(first.train.images, again.train.images)
+    target = tmp_path / "data" / "mnist" / files[0].filename
+    target.write_bytes(b"truncated")
+    with no_downloads(), pytest.raises(DownloadError, match="fails its checksum"):
+        load_idx_dataset("mnist", files, tmp_path / "data")
+    assert target.read_bytes() == b"truncated", "left as it was: not moved aside, not fetched again"
+
+
 def test_checksum_mismatch_is_an_error_and_leaves_nothing_behind(server, tmp_path):
     root, url = server
     (root / "f.gz").write_bytes(b"not what was published")
@@ -183,6 +202,7 @@ def test_cifar10_tarball(server, tmp_path):
     assert ds.image_size == dataset_resolution("cifar10")
     assert ds.augment and not load_dataset("mnist5k").augment
     assert len(ds.mean) == 3
+    assert ds.notes["classes"][:3] == ["airplane", "automobile", "bird"] and len(ds.notes["classes"]) == 10
 
 
 def test_idx_reader_rejects_bad_files(tmp_path):

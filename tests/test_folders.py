@@ -7,11 +7,12 @@ import os
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
 
-from cnnrepro.data import DatasetError, batches, folders, load_dataset
+from cnnrepro.data import DatasetError, batches, check_dataset_name, dataset_label, folders, load_dataset
 from cnnrepro.run import main
 
 COLORS = {"cats": (200, 40, 40), "dogs": (40, 40, 200)}
@@ -188,8 +189,8 @@ def test_a_cache_another_process_made_first_is_used_and_no_temp_is_left(tmp_path
     root = make_folder(tmp_path / "pets", extras=False)
     write_cache = folders.write_cache
 
-    def racing(layout, size, temp):  # another rank renames its cache into place meanwhile
-        meta = write_cache(layout, size, temp)
+    def racing(layout, size, temp, *mode):  # another rank renames its cache into place meanwhile
+        meta = write_cache(layout, size, temp, *mode)
         shutil.copytree(temp, temp.parent / temp.name.split(".")[1])
         return meta
 
@@ -197,3 +198,52 @@ def test_a_cache_another_process_made_first_is_used_and_no_temp_is_left(tmp_path
     data = load_dataset(f"folder:{root}", tmp_path / "data", size=8)
     cache = Path(data.notes["cache"])
     assert len(data.train) == 8 and [p.name for p in cache.parent.iterdir()] == [cache.name]
+
+
+def test_mode_asks_for_rgb_or_gray_whatever_the_content_and_keys_its_own_cache(tmp_path):
+    gray_root, colour_root = tmp_path / "gray", make_folder(tmp_path / "colour", extras=False)
+    for name, value in (("a", 30), ("b", 90)):
+        for i in range(5):
+            save(gray_root / name / f"{i}.png", value, mode="L")
+    data = tmp_path / "data"
+    auto = load_dataset(f"folder:{gray_root}", data, size=6)
+    rgb = load_dataset(f"folder:{gray_root}?mode=rgb", data, size=6)
+    assert (auto.in_channels, rgb.in_channels) == (1, 3) and rgb.name.endswith("?mode=rgb")
+    assert rgb.train.images[0, :, 0, 0].tolist() == [auto.train.images[0, 0, 0, 0].item()] * 3
+    assert "as asked (?mode=rgb)" in rgb.notes["color"] and "by content" in auto.notes["color"]
+    assert rgb.notes["cache"] != auto.notes["cache"], "the mode is part of the cache's key"
+    gray = load_dataset(f"folder:{colour_root}?mode=gray", data, size=6)
+    assert gray.in_channels == 1 and load_dataset(f"folder:{colour_root}", data, size=6).in_channels == 3
+    red, green, blue = COLORS["cats"]
+    luma = (red * 299 + green * 587 + blue * 114) // 1000  # Pillow's L: ITU-R 601-2
+    assert abs(gray.train.images[0, 0, 0, 0].item() - luma) <= 1
+    layout = folders.read_layout(gray_root.resolve())
+    assert (
+        folders.cache_key(layout, 6)
+        == folders.cache_key(layout, 6, "auto")
+        != folders.cache_key(layout, 6, "rgb")
+    ), "auto's keys are those from before there was a mode: older caches stay valid"
+
+
+def test_a_folder_names_options_and_paths_with_question_marks():
+    assert folders.FolderName.parse("folder:/x/pets?mode=gray") == folders.FolderName(Path("/x/pets"), "gray")
+    assert folders.FolderName.parse("folder:/x/what?") == folders.FolderName(Path("/x/what?"))
+    assert dataset_label("folder:/x/pets?mode=rgb") == "folder-pets-rgb"
+    assert dataset_label("folder:/x/pets?mode=auto") == dataset_label("folder:/x/pets") == "folder-pets"
+    for bad in ("folder:/x?mode=cmyk", "folder:/x?colour=rgb", "folder:?mode=rgb", "folder:"):
+        with pytest.raises(ValueError, match=r"mode=auto\|rgb\|gray|not folder:PATH"):
+            check_dataset_name(bad)
+
+
+def test_a_run_with_a_mode_records_it_in_its_key_and_a_bad_mode_exits_2(tmp_path, capsys):
+    root = make_folder(tmp_path / "pets", per_class=6, extras=False)
+    out, data = tmp_path / "out", tmp_path / "data"
+    argv = ["--profile", "smoke", "--models", "lenet5", "--out", str(out), "--data-dir", str(data)]
+    assert main([*argv, "--dataset", f"folder:{root}?mode=gray", "--no-report"]) == 0
+    env = json.loads((out / "env.json").read_text())
+    assert env["dataset"]["name"].endswith("?mode=gray") and "?mode=gray" in env["dataset"]["color"]
+    (recorded,) = pd.read_csv(out / "runs.csv")["config"]
+    assert json.loads(recorded)["dataset"] == f"folder:{root}?mode=gray"
+    with pytest.raises(SystemExit) as exited:
+        main([*argv, "--dataset", f"folder:{root}?mode=cmyk"])
+    assert exited.value.code == 2 and "cmyk" in capsys.readouterr().err

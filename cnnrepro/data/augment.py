@@ -21,6 +21,7 @@ batch, not Keras' per-image order), so a seed gives the same transforms on every
 and augmentation needs no gradient (models.cuda_determinism lists backward ops for that reason).
 """
 
+import functools
 import math
 from dataclasses import asdict, dataclass, fields
 from typing import NamedTuple
@@ -116,6 +117,16 @@ class KerasAugment:
         in the images' units (see :func:`normalized_fill`)."""
         n, _, h, w = images.shape
         return apply(images, self.draw(n, h, w, generator), self.fill_mode, fill, self.centre_offset)
+
+
+def batch_augmentation(pairs, dataset):
+    """What augments a run's training batches, as ``batches``' ``augment`` takes it: the Keras
+    augmentation of RunConfig.augment's ``pairs`` (its constant fill in ``dataset``'s normalized
+    units), else, with none, the dataset's own (``dataset.augment``: CIFAR's crop + flip, or False)."""
+    if not pairs:
+        return dataset.augment
+    keras = KerasAugment.from_pairs(pairs)
+    return functools.partial(keras, fill=normalized_fill(keras.cval, dataset.mean, dataset.std))
 
 
 def normalized_fill(cval: float, mean, std) -> torch.Tensor:

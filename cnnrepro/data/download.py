@@ -7,6 +7,7 @@ looking valid; a failed download says which URL failed and where to put the file
 """
 
 import contextlib
+import contextvars
 import hashlib
 import os
 import urllib.error
@@ -18,6 +19,7 @@ from cnnrepro.files import atomic_file
 
 TIMEOUT_S = 60
 CHUNK = 1 << 20
+_OFFLINE = contextvars.ContextVar("cnnrepro_offline", default=False)
 
 
 class DownloadError(RuntimeError):
@@ -54,6 +56,17 @@ def default_data_dir() -> Path:
     return cache / "cnnrepro"
 
 
+@contextlib.contextmanager
+def no_downloads():
+    """Within it, :func:`fetch` uses the files already in place and raises a DownloadError instead
+    of downloading (a report showing a dataset it finds, never fetching one)."""
+    token = _OFFLINE.set(True)
+    try:
+        yield
+    finally:
+        _OFFLINE.reset(token)
+
+
 def md5_of(path: Path) -> str:
     digest = hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as f:
@@ -79,12 +92,16 @@ def _fetch(remote: RemoteFile, directory: Path, target: Path) -> Path:
     if target.exists():
         if remote.matches(md5_of(target), target.stat().st_size):
             return target
+        if _OFFLINE.get():
+            raise DownloadError(f"{target} fails its checksum (left as it is: nothing is downloaded now)")
         corrupt = target.with_name(target.name + ".corrupt")
         os.replace(target, corrupt)
         print(
             f"cnnrepro: {target} failed its checksum (truncated or corrupt); "
             f"moved to {corrupt}, downloading again"
         )
+    if _OFFLINE.get():
+        raise DownloadError(f"{target} is not here (and nothing is downloaded now)")
     directory.mkdir(parents=True, exist_ok=True)
     hint = f"Download it by hand from {remote.url} and put it at {target} ({remote.expected})."
     with atomic_file(target) as out:  # a failed checksum raises inside: the target is never written

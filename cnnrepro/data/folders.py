@@ -7,15 +7,20 @@ splits it: of each class's files, sorted by name, the first ``int(0.2 * n)`` are
 the rest train. No randomness, nothing to seed. Classes are the sorted folder names.
 
 Images (JPEG, PNG, BMP, GIF's first frame, TIFF, WebP where Pillow has it) are decoded by Pillow,
-turned upright by their EXIF orientation, kept as one channel if every image of the folder is
-gray (R = G = B), else RGB, and stretched to size x size with Pillow's bilinear filter, as Keras'
-``target_size`` stretches (its own default filter is nearest). Hidden and non-image files are
-ignored; a file Pillow cannot decode is named and skipped. The decoded images go to
-``DATA/folders/<path hash>/<content key>/`` (``images.u8``, rows train then test, each split
-round-robin over the classes; ``meta.json``), keyed by the file list, sizes, modification times and
-the size: a changed folder is decoded again, an unchanged one never.
+turned upright by their EXIF orientation and stretched to size x size with Pillow's bilinear
+filter, as Keras' ``target_size`` stretches (its own default filter is nearest). Their channels:
+by the folder's content, one if every image of the folder is gray (R = G = B), else RGB; or as the
+name asks, ``folder:PATH?mode=rgb`` (three channels, a gray image's copied) or
+``folder:PATH?mode=gray`` (one: Pillow's ``L``, the ITU-R 601-2 luma of a colour image), as
+Keras' ``color_mode`` asks. The option is part of the dataset's name, so of every run's config and
+key. Hidden and non-image files are ignored; a file Pillow cannot decode is named and skipped.
+The decoded images go to ``DATA/folders/<path hash>/<size>-<content key>/`` (``images.u8``, rows
+train then test, each split round-robin over the classes; ``meta.json``), keyed by the file list,
+sizes, modification times, the size and the mode: a changed folder is decoded again, an unchanged
+one never.
 """
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -35,6 +40,7 @@ from cnnrepro.data.download import default_data_dir
 from cnnrepro.files import atomic_file, write_atomic
 
 PREFIX = "folder:"
+COLOR_MODES = ("auto", "rgb", "gray")  # ?mode=: by the folder's content (the default), or as asked
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 TEST_SPLITS = ("validation", "val", "test")  # Keras' name first, then torchvision's
 TEST_FRACTION = 0.2  # a flat folder's split, as Keras' validation_split=0.2
@@ -66,6 +72,39 @@ class Layout:
 
 def is_folder_name(name: str) -> bool:
     return name.startswith(PREFIX)
+
+
+@dataclass(frozen=True)
+class FolderName:
+    """``folder:PATH[?mode=auto|rgb|gray]`` parsed: the path as given and the colour mode."""
+
+    path: Path
+    mode: str = "auto"
+
+    @classmethod
+    def parse(cls, name: str) -> "FolderName":
+        """A ValueError, naming the choices, for an unknown option or mode. Text after the last
+        ``?`` is options only if it holds ``=`` (a path may hold a ``?`` of its own)."""
+        if not is_folder_name(name) or len(name) == len(PREFIX):
+            raise ValueError(f"{name!r} is not folder:PATH")
+        text = name[len(PREFIX) :]
+        path, mark, options = text.rpartition("?")
+        if not mark or "=" not in options:
+            return cls(Path(text))
+        found = dict(option.partition("=")[::2] for option in options.split("&"))
+        unknown = sorted(set(found) - {"mode"})
+        if unknown or found.get("mode") not in COLOR_MODES or not path:
+            raise ValueError(
+                f"{name!r}: an image folder's options are ?mode={'|'.join(COLOR_MODES)} "
+                f"(got {'?' + options}), after a path"
+            )
+        return cls(Path(path), found["mode"])
+
+    @property
+    def label(self) -> str:
+        """As a file name: folder-<the path's last component>[-<mode>]."""
+        mode = "" if self.mode == "auto" else f"-{self.mode}"
+        return f"folder-{self.path.expanduser().resolve().name}{mode}"
 
 
 def image_files(directory: Path) -> list[Path]:
@@ -125,43 +164,47 @@ def read_layout(root: Path) -> Layout:
     return Layout.of(root, classes, train, test, rule)
 
 
-def cache_key(layout: Layout, size: int) -> str:
-    """A hash of every file's path, size and modification time, the split and the size."""
+def cache_key(layout: Layout, size: int, mode: str = "auto") -> str:
+    """A hash of every file's path, size and modification time, the split, the size and the mode
+    (auto's keys are those from before there was a mode: their caches stay valid)."""
     listing = [
         [split, label, str(path.relative_to(layout.root)), path.stat().st_size, path.stat().st_mtime_ns]
         for split, pairs in (("train", layout.train), ("test", layout.test))
         for path, label in pairs
     ]
-    text = json.dumps([CACHE_VERSION, size, layout.rule, layout.classes, listing])
+    fields = [CACHE_VERSION, size, layout.rule, layout.classes, listing]
+    text = json.dumps(fields if mode == "auto" else [*fields, mode])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def decode(path: Path, size: int) -> np.ndarray | None:
-    """(3, size, size) uint8 RGB: upright by EXIF, stretched; None if the file does not decode."""
+def decode(path: Path, size: int, mode: str = "rgb") -> np.ndarray | None:
+    """(3, size, size) uint8 RGB, or (1, size, size) with mode "gray" (Pillow's L): upright by EXIF,
+    stretched; None if the file does not decode."""
     try:
         with Image.open(path) as image:  # a GIF opens at its first frame
-            upright = ImageOps.exif_transpose(image).convert("RGB")
+            upright = ImageOps.exif_transpose(image).convert("L" if mode == "gray" else "RGB")
             pixels = np.asarray(upright.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError):
         return None  # not an image, truncated, corrupt, or larger than Pillow will decode
-    return pixels.transpose(2, 0, 1)
+    return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
 
 
-def decode_all(layout: Layout, size: int, path: Path) -> tuple[dict, list[str], bool]:
-    """Writes every decodable image's RGB rows to ``path`` (train, then test); returns the labels
-    by split, the skipped files and whether every image is gray (R = G = B)."""
+def decode_all(layout: Layout, size: int, path: Path, mode: str = "auto") -> tuple[dict, list[str], bool]:
+    """Writes every decodable image's rows to ``path`` (train, then test), RGB (one channel with
+    mode "gray"); returns the labels by split, the skipped files and whether every image is gray
+    (R = G = B)."""
     labels, skipped, gray = {"train": [], "test": []}, [], True
     with atomic_file(path) as out:
         for split, pairs in (("train", layout.train), ("test", layout.test)):
             for file, label in pairs:
-                image = decode(file, size)
+                image = decode(file, size, mode)
                 if image is None:
                     skipped.append(str(file.relative_to(layout.root)))
                     print(f"cnnrepro: skipped {file}: Pillow cannot decode it", file=sys.stderr)
                     continue
                 out.write(image.tobytes())
                 labels[split].append(label)
-                gray = gray and bool((image[0] == image[1]).all() and (image[0] == image[2]).all())
+                gray = gray and bool((image[0] == image[1:]).all())
     empty = [split for split, found in labels.items() if not found]
     if empty:
         path.unlink()
@@ -200,14 +243,23 @@ def content_sha256(path: Path, labels: bytes) -> str:
     return digest.hexdigest()
 
 
-def write_cache(layout: Layout, size: int, directory: Path) -> dict:
+COLOR_RULES = {
+    "auto": "by content: {channels}",
+    "rgb": "RGB, as asked (?mode=rgb)",
+    "gray": "one channel, as asked (?mode=gray: Pillow's L, ITU-R 601-2 luma)",
+}
+
+
+def write_cache(layout: Layout, size: int, directory: Path, mode: str = "auto") -> dict:
     """Decodes every image into ``directory`` (images.u8, then meta.json); returns the meta."""
     path = directory / "images.u8"
-    labels, skipped, gray = decode_all(layout, size, path)
+    labels, skipped, gray = decode_all(layout, size, path, mode)
     n = len(labels["train"]) + len(labels["test"])
-    if gray:
+    if gray and mode == "auto":
         first_channel(path, (n, 3, size, size))
-    shape = [1 if gray else 3, size, size]
+    one = mode == "gray" or (gray and mode == "auto")
+    shape = [1 if one else 3, size, size]
+    channels = "every image gray, one channel" if one else "RGB (an image is not gray)"
     mean, std = channel_moments(mapped(path, (n, *shape))[: len(labels["train"])])
     meta = {
         "shape": shape,
@@ -219,23 +271,25 @@ def write_cache(layout: Layout, size: int, directory: Path) -> dict:
         "skipped_files": skipped,
         "split": layout.rule,
         "resize": RESIZE_RULE.format(size=size),
+        "color": COLOR_RULES[mode].format(channels=channels),
+        "source": str(layout.root),
     }
     write_atomic(directory / "meta.json", json.dumps(meta, indent=1))
     return meta
 
 
-def cached(layout: Layout, size: int, data_dir: Path) -> tuple[Path, dict]:
+def cached(layout: Layout, size: int, data_dir: Path, mode: str = "auto") -> tuple[Path, dict]:
     """The folder's cache directory and meta, decoding it first if the folder changed; other
     caches of the same folder (older contents, other sizes) are kept. A cache is made in a temp
     directory and renamed into place whole: processes decoding at once (torchrun's ranks) each
     make their own, the first rename wins, and none ever reads a half-made one."""
     where = data_dir / "folders" / hashlib.sha256(str(layout.root).encode()).hexdigest()[:16]
-    directory = where / f"{size}-{cache_key(layout, size)}"
+    directory = where / f"{size}-{cache_key(layout, size, mode)}"
     if not (directory / "meta.json").exists():
         where.mkdir(parents=True, exist_ok=True)
         temp = Path(tempfile.mkdtemp(dir=where, prefix=f".{directory.name}."))
         try:
-            write_cache(layout, size, temp)
+            write_cache(layout, size, temp, mode)
             try:
                 os.replace(temp, directory)
             except OSError:  # another process's cache is there already
@@ -252,23 +306,42 @@ def mapped(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
 
 
 def load_folder(name: str, data_dir: Path | None, size: int) -> Dataset:
-    """The image folder ``folder:PATH`` at size x size, from its cache (decoded when needed)."""
-    return image_dataset(name, read_layout(Path(name[len(PREFIX) :]).expanduser().resolve()), data_dir, size)
+    """The image folder ``folder:PATH[?mode=...]`` at size x size, from its cache (decoded when
+    needed)."""
+    folder = FolderName.parse(name)
+    layout = read_layout(folder.path.expanduser().resolve())
+    return image_dataset(name, layout, data_dir, size, mode=folder.mode)
 
 
-def image_dataset(name: str, layout: Layout, data_dir: Path | None, size: int, **notes) -> Dataset:
+def image_dataset(
+    name: str, layout: Layout, data_dir: Path | None, size: int, mode: str = "auto", **notes
+) -> Dataset:
     """The dataset of ``layout``'s images at size x size, memory-mapped from their cache (decoded
     first when the files changed); ``notes`` join the dataset's own."""
     data_dir = Path(data_dir or default_data_dir())
     try:
-        directory, meta = cached(layout, size, data_dir)
+        directory, _ = cached(layout, size, data_dir, mode)
     except OSError as error:
         raise DatasetError(f"cannot cache {layout.root} under {data_dir}: {error.strerror}") from error
+    dataset = open_cache(directory, name, source=str(layout.root))
+    if dataset.notes["skipped"]:
+        print(f"cnnrepro: {name}: {dataset.notes['skipped']} undecodable file(s) skipped", file=sys.stderr)
+    return dataclasses.replace(dataset, notes=dataset.notes | notes)
+
+
+def open_cache(directory: Path, name: str, source: str | None = None) -> Dataset:
+    """The dataset ``name`` as its cache ``directory`` holds it (what a run's env.json names as
+    its dataset's ``cache``), memory-mapped, without the folder it was decoded from: nothing is
+    decoded or checked against the folder. A DatasetError if it is not a whole cache."""
+    directory = Path(directory)
+    try:
+        meta = json.loads((directory / "meta.json").read_text())
+    except (OSError, ValueError) as error:
+        raise DatasetError(f"{directory} is not an image cache: {error}") from None
     n_train, n_test = len(meta["labels"]["train"]), len(meta["labels"]["test"])
     images = mapped(directory / "images.u8", (n_train + n_test, *meta["shape"]))
     mean, std = tuple(meta["mean"]), tuple(max(s, 1e-3) for s in meta["std"])
-    if meta["skipped_files"]:
-        print(f"cnnrepro: {name}: {len(meta['skipped_files'])} undecodable file(s) skipped", file=sys.stderr)
+    channels = "every image gray, one channel" if meta["shape"][0] == 1 else "RGB (an image is not gray)"
     return Dataset(
         name=name,
         train=Split(images[:n_train], torch.tensor(meta["labels"]["train"]), mean, std),
@@ -277,14 +350,14 @@ def image_dataset(name: str, layout: Layout, data_dir: Path | None, size: int, *
         mean=mean,
         std=std,
         notes={
-            "source": str(layout.root),
+            "source": source or meta.get("source", "?"),
             "classes": meta["classes"],
             "split": meta["split"],
             "resize": meta["resize"],
+            "color": meta.get("color", COLOR_RULES["auto"].format(channels=channels)),
             "content_sha256": meta["content_sha256"],
             "skipped": len(meta["skipped_files"]),
             "skipped_files": meta["skipped_files"],
             "cache": str(directory),
-        }
-        | notes,
+        },
     )

