@@ -16,7 +16,7 @@ from PIL import Image
 from test_report import CHROMIUM, CHROMIUM_FLAGS, page_tables, probe_images
 
 from cnnrepro import models
-from cnnrepro.inspect import capture, default_layers, select_layers
+from cnnrepro.inspect import capture, default_layers, select_layers, stored
 from cnnrepro.inspect.__main__ import main as inspect_main
 from cnnrepro.inspect.inspection import file_image
 from cnnrepro.inspect.layers import FAMILY_RULES, feature_maps
@@ -295,3 +295,28 @@ def test_an_image_folder_of_three_classes(tmp_path, monkeypatch, capsys):
     assert len(predictions["top5"]) == 3
     rows = page_tables(out)["confusion-lenet5"]
     assert list(rows[0]) == ["true", "0", "1", "2", "accuracy"] and len(rows) == 3
+
+
+def test_a_run_is_inspected_from_its_own_data_directory_even_with_its_folder_gone(tmp_path, monkeypatch):
+    """A store trained with --data-dir: inspect and the report's Inside section read the decoded
+    images env.json names there (what the run trained on), not the default data directory, and
+    need neither the folder nor a --data-dir of their own."""
+    monkeypatch.setenv("CNNREPRO_DATA", str(tmp_path / "elsewhere"))
+    for label, color in enumerate([(200, 30, 30), (30, 30, 200)]):
+        (tmp_path / "images" / f"c{label}").mkdir(parents=True)
+        for i in range(10):
+            Image.new("RGB", (20, 20), tuple(v + 3 * i for v in color)).save(
+                tmp_path / "images" / f"c{label}" / f"{i}.png"
+            )
+    out, data = tmp_path / "store", tmp_path / "own-data"
+    argv = ["--profile", "smoke", "--models", "lenet5", "--dataset", f"folder:{tmp_path / 'images'}"]
+    assert run_main([*argv, "--out", str(out), "--data-dir", str(data), "--no-report"]) == 0
+    env = json.loads((out / "env.json").read_text())
+    assert stored.recorded_data_dir(env) == data and stored.recorded_cache(env, env["dataset"]["name"])
+    shutil.rmtree(tmp_path / "images")
+    stored.run_dataset.cache_clear()
+    assert inspect_main([str(out), "--model", "lenet5", "--image", "1"]) == 0
+    assert report_main([str(out)]) == 0
+    page = (out / "index.html").read_text()
+    assert 'id="figure-inside-lenet5"' in page and 'id="figure-images-0"' in page
+    assert not (tmp_path / "elsewhere").exists(), "nothing read from, or made in, the default"

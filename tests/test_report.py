@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from matplotlib.image import imread
+from matplotlib.text import Text
 
 from cnnrepro.models.facts import FAILS, HOLDS, NOT_MEASURED
 from cnnrepro.report import NoResultsError, claims, figures, tables, write_report, writer
@@ -26,6 +27,7 @@ from cnnrepro.store import ResultsStore
 
 SECTIONS = [
     "summary",
+    "images",
     "curves",
     "accuracy",
     "degradation",
@@ -124,6 +126,7 @@ def report_dir(tmp_path_factory):
     store = ResultsStore(root / "quick-mnist5k")
     record(store, "classic", "lenet5", 0, 0.98, 0.90)
     record(store, "classic", "lenet5", 1, 0.96, 0.80)
+    record(store, "classic", "alexnet", 0, 0.97, 0.85)  # one seed: no spread
     for depth, seed in itertools.product(PLAIN_ERROR, SEED_OFFSET):
         offset = SEED_OFFSET[seed]
         record(store, "degradation", f"plain{depth}", seed, 1 - PLAIN_ERROR[depth] - offset, 0.9)
@@ -203,18 +206,18 @@ def test_every_png_is_a_valid_image(report_dir):
 def test_html_numbers_match_summary_csv(report_dir):
     summary = pd.read_csv(report_dir / "summary.csv")
     shown = page_tables(report_dir)["summary-table"]
-    assert len(shown) == len(summary) == 5
+    assert len(shown) == len(summary) == 6
+
+    def sd(value: float) -> str:
+        return "–" if pd.isna(value) else f"{value:.3f}"
+
     for row, cells in zip(summary.itertuples(), shown, strict=True):
         assert cells["model"] == row.model and cells["seeds"] == str(row.seeds)
         assert cells["params"] == f"{row.params:,}" and cells["macs"] == f"{row.macs:,}"
-        assert (
-            cells["train acc"] == f"{row.train_acc_mean:.3f}"
-            and cells["train acc sd"] == f"{row.train_acc_sd:.3f}"
+        assert cells["train acc"] == f"{row.train_acc_mean:.3f}" and cells["train acc sd"] == sd(
+            row.train_acc_sd
         )
-        assert (
-            cells["test acc"] == f"{row.test_acc_mean:.3f}"
-            and cells["test acc sd"] == f"{row.test_acc_sd:.3f}"
-        )
+        assert cells["test acc"] == f"{row.test_acc_mean:.3f}" and cells["test acc sd"] == sd(row.test_acc_sd)
         assert cells["train examples/s"] == f"{row.train_examples_per_s:,.0f}"
         assert cells["s/epoch"] == f"{row.epoch_time_s:.2f}"
 
@@ -226,6 +229,10 @@ def test_summary_statistics_over_seeds(report_dir):
     assert lenet["test_acc_sd"] == pytest.approx(0.0707107, rel=1e-5), "sample sd of 0.90 and 0.80"
     assert lenet["train_examples_per_s"] == pytest.approx(1000.5)
     assert lenet["epoch_time_s"] == pytest.approx(1.5)
+    alexnet = pd.read_csv(report_dir / "summary.csv").set_index("model").loc["alexnet"]
+    assert alexnet["seeds"] == "0" and pd.isna(alexnet["test_acc_sd"]), "one seed has no spread, not 0"
+    (shown,) = [r for r in page_tables(report_dir)["summary-table"] if r["model"] == "alexnet"]
+    assert shown["test acc sd"] == shown["train acc sd"] == "–"
 
 
 def test_the_page_refers_to_nothing_outside_itself(report_dir):
@@ -397,6 +404,36 @@ window.addEventListener("load", () => {
 </script>"""
 
 
+ACCURACY_PROBE = """<script>
+window.addEventListener("load", () => {
+  const img = document.getElementById("figure-accuracy_vs_cost");
+  // pandas' Styler writes its own id (T_<uuid>) before ours, and the first one counts
+  const rows = Array.from(document.querySelectorAll("#T_accuracy-table tbody tr"));
+  const sds = rows.map((row) => row.lastElementChild.innerText.trim()).join("|");
+  document.body.setAttribute(
+    "data-accuracy", `shown=${img.width} natural=${img.naturalWidth} rows=${rows.length} sds=${sds}`
+  );
+});
+</script>"""
+
+
+def probe_accuracy(flags: list[str], page: Path, tmp_path: Path) -> tuple[int, int, int, str]:
+    """(the accuracy figure's rendered width, its own width, the rows of its table, its sd cells
+    joined by |) as Chromium lays the page out at 1300 px."""
+    probed = tmp_path / "accuracy.html"
+    probed.write_text(page.read_text().replace("</body>", ACCURACY_PROBE + "</body>"))
+    dom = subprocess.run(
+        [*flags, "--window-size=1300,2400", "--virtual-time-budget=10000", "--dump-dom", probed.as_uri()],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    found = re.search(r'data-accuracy="shown=(\d+) natural=(\d+) rows=(\d+) sds=([^"]*)"', dom)
+    assert found, "the probe ran"
+    return int(found[1]), int(found[2]), int(found[3]), found[4]
+
+
 def probe_images(flags: list[str], page: Path, tmp_path: Path) -> tuple[int, int]:
     """(images, broken images) of ``page`` as Chromium loads it, counted by IMAGE_PROBE."""
     probed = tmp_path / "probed.html"
@@ -426,7 +463,11 @@ def test_chromium_renders_the_page_with_no_broken_image(report_dir, tmp_path):
     image = imread(shot, format="png")
     assert image.shape[:2] == (2400, 1300) and image.std() > 0.05, "a rendered page, not a blank one"
 
-    assert probe_images(flags, report_dir / "index.html", tmp_path) == (5, 0)
+    assert probe_images(flags, report_dir / "index.html", tmp_path) == (6, 0)
+    shown, natural, rows, sds = probe_accuracy(flags, report_dir / "index.html", tmp_path)
+    assert shown >= 0.9 * natural, "the accuracy figure at (about) its own size: its numbers readable"
+    assert rows == len(pd.read_csv(report_dir / "summary.csv")), "the table names every numbered point"
+    assert sds.split("|")[:2] == ["0.071", "–"], "lenet5's two seeds' sd; alexnet's one seed: a dash, not 0"
 
 
 def test_the_degradation_figure_draws_one_kind_alone():
@@ -438,5 +479,52 @@ def test_the_degradation_figure_draws_one_kind_alone():
     epochs = runs[["key", "model"]].assign(epoch=1, train_acc=[0.9, 0.8, 0.7])
     curves = tables.degradation_curves(runs, epochs)
     table = tables.degradation_table(curves)
-    assert table["residual"].isna().all() and table["plain_spread"].round(6).tolist() == [0.0, 0.1]
+    assert table["residual"].isna().all() and table["plain_spread"].round(6).tolist()[1] == 0.1
+    assert pd.isna(table["plain_spread"].iloc[0]), "plain20 ran one seed: no spread"
     assert figures.png_bytes(figures.degradation(curves, "plain only")).startswith(b"\x89PNG")
+
+
+def label_boxes(fig) -> list:
+    """Every label's text box (its leader line left out) on each axes of a drawn figure."""
+    renderer = fig.canvas.get_renderer()
+    return [[Text.get_window_extent(t, renderer) for t in ax.texts] for ax in fig.axes]
+
+
+def test_accuracy_labels_never_collide_and_the_log_axes_read_plainly():
+    """A cluster of models at nearly the same size, time and accuracy (as a quick profile's top
+    row): every number is drawn, none overlaps another or a point, and both x axes are labelled in
+    plain numbers at two or more ticks."""
+    n = 24
+    summary = pd.DataFrame(
+        {
+            "suite": ["classic"] * 12 + ["degradation"] * 12,
+            "model": [f"m{i}" for i in range(n)],
+            "params": [60_000 + 500 * i for i in range(n)],
+            "train_time_s": [4.5 + 0.01 * i for i in range(n)],
+            "test_acc_mean": [0.97 + 0.0005 * (i % 5) for i in range(n)],
+            "test_acc_sd": [float("nan") if i % 2 else 0.002 for i in range(n)],
+        }
+    )
+    fig = figures.accuracy_vs_cost(summary)
+    figures.png_bytes(fig)  # drawn as the report draws it
+    for ax, boxes in zip(fig.axes, label_boxes(fig), strict=True):
+        assert sorted(int(t.get_text()) for t in ax.texts) == list(range(1, n + 1))
+        for a, b in itertools.combinations(boxes, 2):
+            assert not a.overlaps(b), "two numbers overlap"
+        points = ax.transData.transform(summary[["params", "test_acc_mean"]].to_numpy(float))
+        if ax is fig.axes[1]:
+            points = ax.transData.transform(summary[["train_time_s", "test_acc_mean"]].to_numpy(float))
+        for box in boxes:
+            assert not any(box.contains(x, y) for x, y in points), "a number covers a point"
+        ticks = [
+            t.get_text()
+            for t in ax.get_xticklabels()
+            if t.get_text() and ax.get_xlim()[0] <= t.get_position()[0] <= ax.get_xlim()[1]
+        ]
+        assert len(ticks) >= 2 and not any("$" in t for t in ticks), ticks
+
+
+def test_plain_numbers():
+    assert [figures.plain_number(v) for v in (0.5, 20, 100, 2500, 60_000, 3e6, 1.5e9)] == [
+        "0.5", "20", "100", "2.5k", "60k", "3M", "1.5G",
+    ]  # fmt: skip

@@ -39,7 +39,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--device", default="cpu", help="where the forward pass runs (default: cpu)")
     parser.add_argument(
-        "--data-dir", type=Path, help="where datasets are (default: $CNNREPRO_DATA or the cache)"
+        "--data-dir",
+        type=Path,
+        help="where datasets are (default: the store's own, as its env.json records it; else "
+        "$CNNREPRO_DATA or ~/.cache/cnnrepro)",
     )
     return parser.parse_args(argv)
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from cnnrepro.data import Dataset, DatasetError, DownloadError, Split, load_dataset
-from cnnrepro.store import RUNS_CSV, StoreError, read_valid_rows
+from cnnrepro.data import Dataset, DatasetError, DownloadError, Split, load_dataset, open_cache
+from cnnrepro.store import ENV_JSON, RUNS_CSV, StoreError, read_valid_rows
 from cnnrepro.train import RunConfig, build_model, weights_sha256
 from cnnrepro.train.engine import subset
 
@@ -76,15 +76,43 @@ def run_config(text: str) -> RunConfig:
         raise InspectError(f"runs.csv's config is not one this cnnrepro can build: {error}") from None
 
 
+def store_env(directory: Path) -> dict:
+    """The store's env.json ({} where it has none or it cannot be read: nothing here needs it)."""
+    try:
+        return json.loads((Path(directory) / ENV_JSON).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def recorded_data_dir(env: dict) -> Path | None:
+    """The data directory the store's runs read, as env.json records it (its ``data_dir``, else
+    the one holding its image cache: DATA/folders/<path hash>/<size>-<key>); None if it names none."""
+    if env.get("data_dir"):
+        return Path(env["data_dir"])
+    cache = (env.get("dataset") or {}).get("cache")
+    return Path(cache).parents[2] if cache and len(Path(cache).parts) > 3 else None
+
+
+def recorded_cache(env: dict, name: str) -> Path | None:
+    """The decoded image cache env.json names for dataset ``name`` (an image folder's, 17 Flowers',
+    cats vs dogs'), if it is still there; None otherwise."""
+    dataset = env.get("dataset") or {}
+    cache = dataset.get("cache") if dataset.get("name") == name else None
+    return Path(cache) if cache and (Path(cache) / "meta.json").is_file() else None
+
+
 @functools.cache
-def run_dataset(name: str, input_size: int | None, data_dir: Path | None = None) -> Dataset:
+def run_dataset(
+    name: str, input_size: int | None, data_dir: Path | None = None, cache: Path | None = None
+) -> Dataset:
     """The dataset's test split as a run with this input size saw it (made once per process). Of
     the training split one image is kept, for its shape: its statistics are the dataset's mean and
-    std, and resizing all of it (CIFAR-10 at 224) would cost gigabytes for nothing. An image folder
-    is decoded at the run's input size (the runner decodes it at its plan's largest, then resizes
-    each run's: where the two differ, so may the last bits of the pixels)."""
+    std, and resizing all of it (CIFAR-10 at 224) would cost gigabytes for nothing. An image
+    dataset is read from ``cache``, the decoded images the runner trained on, resized as the runner
+    resizes them; without one it is decoded at the run's input size (where the runner's decoding
+    size differed, the last bits of the pixels may too)."""
     try:
-        dataset = load_dataset(name, data_dir, input_size)
+        dataset = open_cache(cache, name) if cache else load_dataset(name, data_dir, input_size)
     except (DownloadError, DatasetError, OSError) as error:
         raise InspectError(f"the run's dataset {name} cannot be loaded: {error}") from None
     dataset = dataclasses.replace(dataset, train=subset(dataset.train, 1))
@@ -97,7 +125,9 @@ def checkpoint_path(directory: Path, row: dict) -> Path:
 
 def load_run(directory: Path, row: dict, device="cpu", data_dir: Path | None = None) -> StoredRun:
     """Run ``row``'s final weights from ``directory``/checkpoints, verified against runs.csv's
-    weights hash: other weights are an InspectError, never a picture."""
+    weights hash: other weights are an InspectError, never a picture. Its dataset comes from
+    ``data_dir``, else the store's own (env.json's), else the default; an image dataset from the
+    cache env.json names, where it is still there."""
     path = checkpoint_path(directory, row)
     what = f"{row['model']} seed {row['seed']}"
     if not path.exists():
@@ -112,7 +142,9 @@ def load_run(directory: Path, row: dict, device="cpu", data_dir: Path | None = N
             f"{path} cannot be read ({type(error).__name__}): the checkpoint is damaged"
         ) from None
     config = run_config(row["config"])
-    dataset = run_dataset(config.dataset, config.input_size, data_dir)
+    env = store_env(directory)
+    data_dir = data_dir or recorded_data_dir(env)
+    dataset = run_dataset(config.dataset, config.input_size, data_dir, recorded_cache(env, config.dataset))
     with torch.random.fork_rng(devices=[]):  # build_model seeds the global generator
         model = build_model(config, dataset)
     model.load_state_dict(state["model"])

@@ -110,10 +110,15 @@ def identity_ordering_claim(table: pd.DataFrame) -> Claim:
     final = table[table["depth"] == depths.max()].set_index("unit")
     loss = final["train_loss"]
     measured = f"depth {depths.max()}, final training loss: " + ", ".join(
-        f"{unit} {loss[unit]:.4f} (spread {final.loc[unit, 'train_loss_spread']:.4f})" for unit in UNITS
+        f"{unit} {loss[unit]:.4f} ({spread_text(final.loc[unit, 'train_loss_spread'])})" for unit in UNITS
     )
     ok = loss["full_preact"] <= loss["original"] and loss.idxmax() == "bn_after_add"
     return Claim(claim, f"{HE_2016}, Table 2 and Figure 6", expected, measured, verdict(ok))
+
+
+def spread_text(value: float) -> str:
+    """A spread over seeds in words: "spread 0.0123", or "one seed" where there is none."""
+    return "one seed" if pd.isna(value) else f"spread {value:.4f}"
 
 
 def _finished_runs(runs: pd.DataFrame, model: str, dataset: str, profile: str) -> pd.DataFrame:

@@ -2,11 +2,16 @@
 and returned as PNG bytes."""
 
 import io
+import itertools
 import math
 
+import numpy as np
 import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+from matplotlib.transforms import Bbox
 
 from cnnrepro.report import tables
 
@@ -47,22 +52,139 @@ def learning_curves(runs: pd.DataFrame, epochs: pd.DataFrame) -> Figure:
     return fig
 
 
+LABEL_RADII = (9, 13, 18, 24, 31, 40, 52, 66, 84, 106, 134)  # pixels from the point, tried in turn
+LABEL_ANGLES = (45, 135, 315, 225, 90, 270, 0, 180, 22, 158, 338, 202, 68, 112, 292, 248)  # degrees
+MARKER_SIZE = 5  # points
+SUITE_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink")
+
+
 def accuracy_vs_cost(summary: pd.DataFrame) -> Figure:
-    """Final test accuracy against parameters and against training time (both log scale)."""
-    fig = Figure(figsize=(10, 4), layout="constrained")
-    by_params, by_time = fig.subplots(1, 2)
-    for suite, group in summary.groupby("suite"):
-        for ax, x in ((by_params, "params"), (by_time, "train_time_s")):
-            ax.scatter(group[x], group["test_acc_mean"], label=suite)
-            for _, row in group.iterrows():
-                ax.annotate(row["model"], (row[x], row["test_acc_mean"]), fontsize=7)
-    for ax, label in ((by_params, "parameters"), (by_time, "training time (s, all epochs)")):
+    """Final test accuracy against parameters and against training time (log x): each row of
+    ``summary`` one point, numbered as its row (from 1: the section's table names each number),
+    coloured by suite, with its seeds' standard deviation as an error bar where it has two or more.
+    Each number is placed where it overlaps no other number and no point (:func:`place_labels`)."""
+    # Fixed positions, no layout engine: the labels are placed in display units before the one draw
+    fig = Figure(figsize=(11, 4.8))
+    FigureCanvasAgg(fig)  # a renderer, to measure the labels
+    rows = summary.reset_index(drop=True)
+    colors = {suite: SUITE_COLORS[i % len(SUITE_COLORS)] for i, suite in enumerate(rows["suite"].unique())}
+    axes = [fig.add_axes(rect) for rect in ((0.065, 0.2, 0.42, 0.76), (0.565, 0.2, 0.42, 0.76))]
+    panels = list(zip(axes, ("params", "train_time_s"), strict=True))
+    for ax, column in panels:
+        shown = rows[rows[column].gt(0) & rows["test_acc_mean"].notna()]
+        for suite, group in shown.groupby("suite", sort=False):
+            ax.errorbar(
+                group[column],
+                group["test_acc_mean"],
+                yerr=group["test_acc_sd"].fillna(0),
+                fmt="o",
+                markersize=MARKER_SIZE,
+                capsize=2,
+                color=colors[suite],
+                label=suite,
+            )
         ax.set_xscale("log")
-        ax.set_xlabel(label)
+        readable_log_axis(ax, shown[column])
         ax.set_ylabel("final test accuracy (mean over seeds)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3, which="major")
+    panels[0][0].set_xlabel("parameters")
+    panels[1][0].set_xlabel("training time (s, all epochs; mean over seeds)")
+    handles = [Line2D([], [], marker="o", linestyle="", color=c, label=suite) for suite, c in colors.items()]
+    fig.legend(handles=handles, loc="lower center", ncols=len(handles), fontsize=8, title="suite")
+    for ax, column in panels:
+        ax.autoscale_view()  # the limits as the PNG will have them
+        shown = rows[rows[column].gt(0) & rows["test_acc_mean"].notna()]
+        place_labels(
+            ax,
+            shown[column],
+            shown["test_acc_mean"],
+            [str(i + 1) for i in shown.index],
+            shown["test_acc_sd"].fillna(0),
+            [colors[suite] for suite in shown["suite"]],
+        )
     return fig
+
+
+def readable_log_axis(ax, values: pd.Series) -> None:
+    """A log x axis labelled in plain numbers (60k, 1.5M, 20) at 1, 2 and 5 times each power of
+    ten (1 alone past three decades), spanning at least a factor 6.25 so two labels show."""
+    values = values[values > 0]
+    if values.empty:
+        return
+    low, high = float(values.min()) / 1.5, float(values.max()) * 1.5
+    if high / low < 6.25:
+        middle = math.sqrt(low * high)
+        low, high = middle / 2.5, middle * 2.5
+    ax.set_xlim(low, high)
+    subs = (1.0, 2.0, 5.0) if math.log10(high / low) <= 3 else (1.0,)
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: plain_number(value)))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def plain_number(value: float) -> str:
+    """100 -> "100", 2500 -> "2.5k", 3e6 -> "3M", 0.5 -> "0.5"."""
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:g}{suffix}"
+    return f"{value:g}"
+
+
+def place_labels(ax, xs, ys, texts: list[str], yerr=None, colors=None, fontsize: float = 8) -> list:
+    """Annotates each point (xs[i], ys[i]) with texts[i] at the first of LABEL_RADII x LABEL_ANGLES
+    where the text overlaps no label placed before it, no point and no error bar (ys[i] +- yerr[i]),
+    inside the axes where it can (outside where it cannot), with a thin leader line when it sits
+    away from its point; each in its point's colour (``colors``). Call it once the axes' positions
+    and limits are final (a figure without a layout engine, its limits set or autoscaled)."""
+    renderer = ax.figure.canvas.get_renderer()
+    xs, ys = np.asarray(xs, float), np.asarray(ys, float)
+    yerr = np.zeros_like(ys) if yerr is None else np.asarray(yerr, float)
+    points = ax.transData.transform(np.column_stack([xs, ys]))
+    marker = MARKER_SIZE / 2 * ax.figure.dpi / 72 + 1.5
+    taken = [Bbox.from_extents(x - marker, y - marker, x + marker, y + marker) for x, y in points]
+    low, high = (
+        ax.transData.transform(np.column_stack([xs, ys - yerr])),
+        ax.transData.transform(np.column_stack([xs, ys + yerr])),
+    )
+    taken += [Bbox.from_extents(a[0] - 3, a[1], a[0] + 3, b[1]) for a, b in zip(low, high, strict=True)]
+    inside = ax.bbox
+    labels = []
+    colors = colors or ["black"] * len(texts)
+    for (x, y), data_xy, text, color in zip(points, zip(xs, ys, strict=True), texts, colors, strict=True):
+        probe = ax.text(0, 0, text, fontsize=fontsize, ha="center", va="center", transform=None)
+        extent = probe.get_window_extent(renderer)  # the line's whole height, as it is drawn
+        probe.remove()
+        half_w, half_h = extent.width / 2 + 1.5, extent.height / 2 + 0.5
+        free = None  # the nearest place clear of every label and point (outside the axes, maybe)
+        for radius, angle in itertools.product(LABEL_RADII, LABEL_ANGLES):
+            dx, dy = radius * math.cos(math.radians(angle)), radius * math.sin(math.radians(angle))
+            box = Bbox.from_extents(x + dx - half_w, y + dy - half_h, x + dx + half_w, y + dy + half_h)
+            if any(box.overlaps(other) for other in taken):
+                continue
+            free = free or (dx, dy, box)
+            if inside.contains(box.x0, box.y0) and inside.contains(box.x1, box.y1):
+                free = (dx, dy, box)
+                break
+        dx, dy, box = free or (0.0, float(LABEL_RADII[-1]), None)
+        if box is not None:
+            taken.append(box)
+        scale = 72 / ax.figure.dpi  # pixels to points
+        leader = {"arrowstyle": "-", "linewidth": 0.5, "color": "0.45", "shrinkA": 0, "shrinkB": 3}
+        label = ax.annotate(
+            text,
+            data_xy,
+            xytext=(dx * scale, dy * scale),
+            textcoords="offset points",
+            ha="center",
+            va="center",
+            fontsize=fontsize,
+            color=color,
+            annotation_clip=False,
+            arrowprops=leader if math.hypot(dx, dy) > LABEL_RADII[1] else None,
+        )
+        label.set_in_layout(False)
+        labels.append(label)
+    return labels
 
 
 def seed_band(ax, curve: pd.DataFrame, value: str, scale: float = 1, **style) -> None:

@@ -23,7 +23,7 @@ VERDICT_COLORS = {"holds": "#d9f2d9", "does not hold": "#f8d7d7", "not measured"
 
 def table(frame: pd.DataFrame, table_id: str, formats: dict | None = None) -> str:
     """A plain HTML table: no index, values escaped, numbers right-aligned, text left-aligned."""
-    styler = frame.style.format(formats or {}, na_rep="—", escape="html").hide(axis="index")
+    styler = frame.style.format(formats or {}, na_rep="–", escape="html").hide(axis="index")
     styler = styler.set_table_attributes(f'id="{table_id}"')
     text = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
     if text:

@@ -28,8 +28,8 @@ SUMMARY_COLUMNS = [
 
 def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per model (per suite, backend, dataset and profile): final accuracies as the mean
-    and sample standard deviation over its seeds (sd 0 for one seed), mean speeds, and the weights
-    hash of each seed (first 12 hex digits) in seed order."""
+    and sample standard deviation over its seeds (none, NaN, for one seed: it has no spread), mean
+    speeds, and the weights hash of each seed (first 12 hex digits) in seed order."""
     rows = []
     for key, group in runs.sort_values("seed").groupby(GROUP, sort=False):
         rows.append(
@@ -54,11 +54,9 @@ def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _sd(values: pd.Series) -> float:
-    """Sample standard deviation; 0 for one value, NaN (shown empty) for none."""
+    """Sample standard deviation; NaN (the report shows a dash) for one value or none."""
     values = values.dropna()
-    if values.empty:
-        return float("nan")
-    return float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    return float(values.std(ddof=1)) if len(values) > 1 else float("nan")
 
 
 def reproducibility_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -72,17 +70,23 @@ DEPTH_NAME = re.compile(r"^(plain|resnet)(\d+)$")
 
 def over_seeds(rows: pd.DataFrame, by: list[str], values: list[str]) -> pd.DataFrame:
     """Per ``by`` group, each of ``values``: the mean over seeds, then its least and greatest
-    (``<value>_min``, ``<value>_max``); sorted by ``by``."""
+    (``<value>_min``, ``<value>_max``), and how many seeds (``seeds``); sorted by ``by``."""
     stats = (("", "mean"), ("_min", "min"), ("_max", "max"))
     aggregates = {f"{value}{suffix}": (value, how) for value in values for suffix, how in stats}
+    aggregates["seeds"] = (values[0], "count")
     return rows.groupby(by, as_index=False).agg(**aggregates).sort_values(by).reset_index(drop=True)
+
+
+def spread(final: pd.DataFrame, value: str) -> pd.Series:
+    """``value``'s greatest - least over seeds, NaN (no spread: shown as a dash) for one seed."""
+    return (final[f"{value}_max"] - final[f"{value}_min"]).where(final["seeds"] > 1)
 
 
 def degradation_curves(runs: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
     """Per-epoch training error of the degradation suite: kind (plain/residual), depth, epoch,
     train_error (the mean over seeds; the running error over each epoch's batches, in train mode),
     and its least and greatest over seeds (train_error_min, train_error_max)."""
-    columns = ["kind", "depth", "epoch", "train_error", "train_error_min", "train_error_max"]
+    columns = ["kind", "depth", "epoch", "train_error", "train_error_min", "train_error_max", "seeds"]
     suite = runs[runs["suite"] == "degradation"]
     if suite.empty or epochs.empty:
         return pd.DataFrame(columns=columns)
@@ -105,11 +109,11 @@ DEGRADATION_COLUMNS = ["depth", "plain", "plain_spread", "residual", "residual_s
 
 def degradation_table(curves: pd.DataFrame) -> pd.DataFrame:
     """Final training error against depth: one row per depth, plain and residual side by side, each
-    the mean over seeds and its spread (greatest - least; 0 with one seed)."""
+    the mean over seeds and its spread (greatest - least; NaN with one seed)."""
     if curves.empty:
         return pd.DataFrame(columns=DEGRADATION_COLUMNS)
     final = final_errors(curves)
-    final["spread"] = final["train_error_max"] - final["train_error_min"]
+    final["spread"] = spread(final, "train_error")
     table = final[["train_error", "spread"]].unstack("kind")
     table.columns = [kind if what == "train_error" else f"{kind}_spread" for what, kind in table.columns]
     table = table.reindex(columns=DEGRADATION_COLUMNS[1:])
@@ -148,7 +152,7 @@ def identity_curves(runs: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
     suite = identity_runs(runs)
     if suite.empty or epochs.empty:
         columns = [f"{v}{s}" for v in IDENTITY_VALUES for s in ("", "_min", "_max")]
-        return pd.DataFrame(columns=by + columns)
+        return pd.DataFrame(columns=[*by, *columns, "seeds"])
     rows = epochs[epochs["key"].isin(suite["key"])]
     rows = rows.join(units_of(rows["model"]))
     rows = rows.assign(train_error=1 - rows["train_acc"], test_error=1 - rows["test_acc"])
@@ -160,12 +164,12 @@ IDENTITY_COLUMNS = ["depth", "unit"] + [f"{v}{s}" for v in IDENTITY_VALUES for s
 
 def identity_table(curves: pd.DataFrame) -> pd.DataFrame:
     """The final epoch of each depth and unit (Table 2's order): training loss, training error and
-    test error, each the mean over seeds and its spread (greatest - least; 0 with one seed)."""
+    test error, each the mean over seeds and its spread (greatest - least; NaN with one seed)."""
     if curves.empty:
         return pd.DataFrame(columns=IDENTITY_COLUMNS)
     final = final_errors(curves, ("depth", "unit")).reset_index()
     for value in IDENTITY_VALUES:
-        final[f"{value}_spread"] = final[f"{value}_max"] - final[f"{value}_min"]
+        final[f"{value}_spread"] = spread(final, value)
     final["order"] = final["unit"].map(UNITS.index)
     return final.sort_values(["depth", "order"])[IDENTITY_COLUMNS].reset_index(drop=True)
 

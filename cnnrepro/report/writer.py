@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from cnnrepro.files import write_atomic
-from cnnrepro.report import figures, html, inside, tables
+from cnnrepro.report import figures, html, images, inside, tables
 from cnnrepro.report.claims import check_claims
 from cnnrepro.report.compare import DEFAULT_TOLERANCE, compare, load_store, verdict_counts
 from cnnrepro.report.results import Results, load_results
@@ -33,13 +33,16 @@ def write_report(
     reproduction: pd.DataFrame | None = None,
     out: Path | None = None,
     inspect: bool = True,
+    training_images: bool = True,
 ) -> Path:
     """Regenerates every report file of ``directory``'s store in ``out`` (default: ``directory``
     itself, the store left untouched either way but for the report's files); returns the path of
     index.html. With ``against`` (another store: a reference), adds a Reproduction section judging
     this store's runs against it (and writes compare.csv); ``reproduction`` is that judgement where
     the caller already made it (compare() of the two stores). ``inspect``: add the section drawn
-    from the runs' checkpoints (report.inside)."""
+    from the runs' checkpoints (report.inside). ``training_images``: add each dataset's grid of
+    training images and their augmented batch (report.images; found on this machine, never
+    downloaded)."""
     directory = Path(directory)
     out = Path(out) if out is not None else directory
     results = load_results(directory, bench_dir)
@@ -83,9 +86,10 @@ def write_report(
     for name, png in pngs.items():
         write_atomic(out / f"{name}.png", png)
     sections = [
-        ("summary", "Summary", summary_section(summary)),
+        ("summary", "Summary", summary_section(summary, results.env)),
+        *([("images", "Training images", images.images_section(results))] if training_images else []),
         ("curves", "Learning curves", _figure_or_note(pngs, "learning_curves")),
-        ("accuracy", "Accuracy against size and time", _figure_or_note(pngs, "accuracy_vs_cost")),
+        ("accuracy", "Accuracy against size and time", accuracy_section(pngs, summary)),
         ("degradation", "Depth: plain vs residual", degradation_section(pngs, degradation)),
         *(
             [("identity", "Identity mappings: residual units", identity_section(pngs, identity))]
@@ -117,7 +121,66 @@ def _figure_or_note(pngs: dict, name: str) -> str:
     return html.figure(pngs[name], name.replace("_", " "), f"figure-{name}")
 
 
-def summary_section(summary: pd.DataFrame) -> str:
+def accuracy_section(pngs: dict, summary: pd.DataFrame) -> str:
+    """The two scatters, each point numbered, and the table that names every number."""
+    if "accuracy_vs_cost" not in pngs:
+        return _figure_or_note(pngs, "accuracy_vs_cost")
+    shown = summary[["suite", "model", "backend", "dataset", "profile", "seeds"]].copy()
+    shown.insert(0, "#", range(1, len(shown) + 1))
+    shown["params"] = summary["params"]
+    shown["training time s"] = summary["train_time_s"]
+    shown["test acc"] = summary["test_acc_mean"]
+    shown["test acc sd"] = summary["test_acc_sd"]
+    return "\n".join(
+        [
+            html.figure(
+                pngs["accuracy_vs_cost"], "accuracy against size and time", "figure-accuracy_vs_cost"
+            ),
+            html.paragraph(
+                "Each point is one model (per suite, backend, dataset and profile), numbered as in the table "
+                "below and coloured by suite; its bar spans one standard deviation over seeds (none with one "
+                "seed). Both x axes are logarithmic."
+            ),
+            html.table(
+                shown,
+                "accuracy-table",
+                {
+                    "params": "{:,}",
+                    "training time s": "{:.1f}",
+                    "test acc": "{:.3f}",
+                    "test acc sd": "{:.3f}",
+                },
+            ),
+        ]
+    )
+
+
+def datasets_paragraph(summary: pd.DataFrame, env: dict) -> str:
+    """One sentence naming each dataset of the store, with what env.json says of it (its classes,
+    where it came from, its split) for the one the last runner command read."""
+    recorded = env.get("dataset") or {}
+    described = []
+    for name in dict.fromkeys(summary["dataset"]):
+        if recorded.get("name") != name:
+            described.append(str(name))
+            continue
+        classes = recorded.get("classes") or []
+        names = ", ".join(map(str, classes[:12])) + (", ..." if len(classes) > 12 else "")
+        facts = [f"{len(classes)} classes ({names})"] if classes else []
+        facts += [
+            f"{what} {recorded[key]}"
+            for key, what in (("source", "from"), ("split", "split:"))
+            if recorded.get(key)
+        ]
+        if recorded.get("skipped"):
+            facts.append(f"{recorded['skipped']} undecodable file(s) skipped")
+        described.append(f"{name}: {'; '.join(facts)}")
+    return html.paragraph(
+        "Dataset" + ("s" if len(described) > 1 else "") + ": " + " | ".join(described) + "."
+    )
+
+
+def summary_section(summary: pd.DataFrame, env: dict | None = None) -> str:
     shown = summary[
         ["suite", "model", "backend", "dataset", "profile", "seeds", "status", "params", "macs"]
     ].copy()
@@ -130,8 +193,10 @@ def summary_section(summary: pd.DataFrame) -> str:
     shown["weights sha256 (per seed)"] = summary["weights_sha256"]
     return "\n".join(
         [
+            datasets_paragraph(summary, env or {}),
             html.paragraph(
-                "Final-epoch accuracies as the mean and sample standard deviation (sd) over seeds; train "
+                "Final-epoch accuracies as the mean and sample standard deviation (sd) over seeds (a dash "
+                "where one seed has none); train "
                 "accuracy is the running accuracy over the last epoch's batches (in train mode). "
                 "Speeds are medians over epochs (training: forward, backward and optimizer step only; "
                 "inference: the whole test split in eval mode), averaged over seeds. The same numbers, "
@@ -177,7 +242,7 @@ def degradation_section(pngs: dict, degradation: pd.DataFrame) -> str:
             html.paragraph(
                 "Training error is the running error over each epoch's batches, in train mode, as in the "
                 "paper's figure. Final training error (%) by depth, the mean over seeds and its spread "
-                "(greatest - least seed; 0 with one seed):"
+                "(greatest - least seed; a dash with one seed):"
             ),
             html.table(percent, "degradation-table", dict.fromkeys(numbers, "{:.2f}")),
         ]
@@ -202,7 +267,7 @@ def identity_section(pngs: dict, identity: pd.DataFrame) -> str:
             html.paragraph(
                 "He et al. 2016's Table 2 units at each depth where full pre-activation ran: final training "
                 "loss, training error (%, the running error over the last epoch's batches) and test error "
-                "(%), each the mean over seeds and its spread (greatest - least seed; 0 with one seed):"
+                "(%), each the mean over seeds and its spread (greatest - least seed; a dash with one seed):"
             ),
             html.table(shown, "identity-table", formats),
         ]
