@@ -1,5 +1,5 @@
-# The README's commands. Every target sets up what it needs first (a venv, torch, the build),
-# and re-running is cheap when nothing changed.
+# The commands of the README and docs/ (docs/design.md names every target). Every target sets up
+# what it needs first (a venv, torch, the build), and re-running is cheap when nothing changed.
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
@@ -14,7 +14,7 @@ CUDA_CHECK_DIR ?= build/cuda-check
 PY := $(VENV)/bin/python
 SOURCES := setup.py pyproject.toml $(shell find csrc -type f 2>/dev/null)
 
-.PHONY: run report reference demo test bench check-cuda check-cuda-emu check-gpu gpu-wheels lint format clean
+.PHONY: run report reference figure demo test test-fast bench check-cuda check-cuda-emu check-gpu gpu-wheels lint format clean
 
 # A venv with torch, the build tools (--no-build-isolation uses the venv's own), then our package.
 # $(1): venv dir, $(2): torch spec.
@@ -49,11 +49,25 @@ reference: $(VENV)/.installed
 	mv $(REFERENCE_DIR).new/runs.csv $(REFERENCE_DIR).new/results.csv $(REFERENCE_DIR).new/env.json $(REFERENCE_DIR)/
 	rm -rf $(REFERENCE_DIR).new
 
+# The README's picture: the degradation figure the report draws (report/figures.py) from the shipped
+# reference, regenerated, never drawn by hand. Rerun after make reference, and commit the PNG.
+FIGURE ?= docs/img/degradation.png
+figure: $(VENV)/.installed
+	rm -rf build/figure
+	$(PY) -m cnnrepro.report $(REFERENCE_DIR) --out build/figure --no-inspect
+	mkdir -p $(dir $(FIGURE))
+	cp build/figure/degradation.png $(FIGURE)
+
 demo: $(VENV)/.installed
 	$(PY) -m cnnrepro.demo
 
 test: $(VENV)/.installed
 	$(PY) -m pytest
+
+# The inner loop: the unit tests without the slow ones (training, servers, browser, builds, nets of
+# 100+ layers, the fuzz; tests/conftest.py marks them). make test runs everything.
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q -m "not slow"
 
 # Every kernel and whole model, custom vs native. Writes reports/bench/<machine>-torch<version>.json
 # (pytest-benchmark's), the CSVs the report reads, and a numbered copy in reports/bench/history

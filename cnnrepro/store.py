@@ -2,7 +2,9 @@
 row per run) and env.json. Every write takes the directory's lock and replaces the file
 atomically, so two runners writing to one directory cannot lose or tear each other's rows.
 
-The runner and the training engine write it; the report only reads it (report/results.py)."""
+Only the runner writes it (cnnrepro/run.py: the driver, or torchrun's rank 0, as each run's outcome
+arrives; executors, workers and the training engine never do); the report only reads it
+(report/results.py)."""
 
 import contextlib
 import csv

@@ -1,6 +1,8 @@
 """``python -m cnnrepro.inspect OUT --model M``: one image through a stored run's final weights,
 pictured: every chosen layer's feature maps, the first convolution's filters and the top-5
-predictions, under OUT/inspect/<run>/<image>/. Errors are one line and exit status 2."""
+predictions, under OUT/inspect/<run>/<image>/. Exit status (docs/running.md#exit-codes): 0 done,
+2 bad input or usage (one line: no such run, other weights than runs.csv's, an unknown layer),
+130 interrupted."""
 
 import argparse
 import sys
@@ -11,7 +13,8 @@ from cnnrepro.inspect.layers import FAMILY_RULES
 from cnnrepro.inspect.stored import InspectError, find_run, load_run
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command's parser (the docs' examples are checked against it: tests/test_docs.py)."""
     parser = argparse.ArgumentParser(
         prog="python -m cnnrepro.inspect",
         description=__doc__,
@@ -44,7 +47,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="where datasets are (default: the store's own, as its env.json records it; else "
         "$CNNREPRO_DATA or ~/.cache/cnnrepro)",
     )
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def inspect_run(args: argparse.Namespace) -> Path:
@@ -76,6 +83,9 @@ def main(argv=None) -> int:
             file=sys.stderr,
         )
         return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted; each picture is written whole or not at all", file=sys.stderr)
+        return 130
     print(f"inspect: {predictions.parent}")
     return 0
 

@@ -1,4 +1,7 @@
-"""``python -m cnnrepro.report DIR``: regenerate DIR's report from its results store alone."""
+"""``python -m cnnrepro.report DIR``: regenerate DIR's report from its results store alone.
+
+Exit status (docs/running.md#exit-codes): 0 done, 2 bad input or usage (no store, a damaged one,
+an unwritable output directory), 130 interrupted."""
 
 import argparse
 import sys
@@ -8,8 +11,9 @@ from cnnrepro.report import NoResultsError, write_report
 from cnnrepro.store import StoreError
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cnnrepro.report", description=__doc__)
+def build_parser() -> argparse.ArgumentParser:
+    """The command's parser (the docs' examples are checked against it: tests/test_docs.py)."""
+    parser = argparse.ArgumentParser(prog="python -m cnnrepro.report", description=__doc__.splitlines()[0])
     parser.add_argument("directory", type=Path, help="a runner output directory (holds runs.csv)")
     parser.add_argument(
         "--bench",
@@ -30,7 +34,11 @@ def main(argv=None) -> int:
         action="store_true",
         help="skip the Inside the networks section (it loads every classic run's checkpoint)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     out = args.out or args.directory
     try:
         index = write_report(args.directory, args.bench, args.against, out=out, inspect=not args.no_inspect)
@@ -41,6 +49,9 @@ def main(argv=None) -> int:
         hint = "" if args.out else "; --out DIR2 writes it elsewhere"
         print(f"error: cannot write the report into {out}: {error.strerror or error}{hint}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted; each report file is written whole or not at all", file=sys.stderr)
+        return 130
     print(f"report: {index}")
     return 0
 
