@@ -214,6 +214,12 @@ def test_every_relative_link_points_at_a_file_and_heading_that_exist():
     assert not broken, "\n".join(broken)
 
 
+def test_the_readme_links_every_page_of_the_docs():
+    readme = (ROOT / "README.md").read_text()
+    unlinked = [relative(page) for page in DOCS[1:] if f"]({relative(page)})" not in readme]
+    assert not unlinked, f"README.md's Documentation table lacks {unlinked}"
+
+
 def readme_table(header: str) -> list[list[str]]:
     """The rows of the README's table whose header row starts with ``header``."""
     lines = (ROOT / "README.md").read_text().splitlines()
