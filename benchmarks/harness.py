@@ -2,8 +2,12 @@
 write the results where the report reads them.
 
 A case is one (op, direction, shape, layout, device); each benchmark times one implementation of
-it ("custom", "native", or a reference such as "clone"). Cases are pytest-benchmark groups, so its
+it ("custom", "native", or a reference such as "compiled"). Cases are pytest-benchmark groups, so its
 own table shows the implementations of a case side by side.
+
+Memory-bound ops are also measured against the machine: a case says how many bytes its pass must
+move (inputs read once, outputs written once), and a "copy" member times a copy of the input into a
+preallocated tensor, in the same process and group, as the yardstick of what the memory delivers.
 """
 
 import csv
@@ -12,7 +16,7 @@ import json
 import os
 import platform
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -21,6 +25,7 @@ import cnnrepro
 from cnnrepro.files import write_atomic
 
 ROUNDS = 10
+COPY = "copy"  # the memory yardstick's implementation name
 CASE_FIELDS = ["op", "direction", "shape", "layout", "device"]
 
 
@@ -33,6 +38,7 @@ class Case:
     device: str
     kind: str = "op"  # "op", "model" or "loop": which results file the case goes to
     examples: int = 0  # examples one call processes (models, loops): their rows get examples/s
+    moved_bytes: int = 0  # bytes the pass must move (memory-bound ops): their rows get GB/s
 
     @property
     def group(self) -> str:
@@ -60,16 +66,26 @@ def time_member(benchmark, fn, case: Case, impl: str, rounds: int = ROUNDS, warm
     benchmark.pedantic(timed, rounds=rounds, warmup_rounds=warmup_rounds, iterations=1)
 
 
+def time_copy(benchmark, x: torch.Tensor, case: Case):
+    """Time the memory yardstick of ``case``: ``x`` copied into a preallocated tensor of its layout
+    (device to device on a GPU), which moves 2 * x.nbytes."""
+    target = torch.empty_like(x)
+    time_member(benchmark, lambda: target.copy_(x), replace(case, moved_bytes=2 * x.nbytes), COPY)
+
+
 def paired_rows(benchmarks, kind: str, baseline: str = "native", candidate: str = "custom") -> list[dict]:
     """One row per case of ``kind`` timed both ways: the case, both medians, speedup = baseline /
-    candidate, every other implementation's time relative to the candidate's, and examples/s of
-    both where the case says how many examples a call processes."""
-    medians, cases = {}, {}
+    candidate, every other implementation's time relative to the candidate's, examples/s of both
+    where the case says how many examples a call processes, and where it says how many bytes its
+    pass moves: the candidate's GB/s, the copy's GB/s and the candidate's percentage of it."""
+    medians, cases, moved = {}, {}, {}
     for bench in benchmarks:
         info = bench.extra_info
         if info.get("kind") == kind and bench.stats:
             medians.setdefault(bench.group, {})[info["impl"]] = bench.stats.median
-            cases[bench.group] = info
+            moved.setdefault(bench.group, {})[info["impl"]] = info.get("moved_bytes", 0)
+            if info["impl"] != COPY:
+                cases[bench.group] = info
     rows = []
     for group, times in sorted(medians.items()):
         if {baseline, candidate} <= times.keys():
@@ -88,7 +104,20 @@ def paired_rows(benchmarks, kind: str, baseline: str = "native", candidate: str 
                     f"{impl}_examples_per_s": cases[group]["examples"] / times[impl]
                     for impl in (baseline, candidate)
                 }
+            if cases[group].get("moved_bytes"):
+                rows[-1] |= bandwidth(moved[group], times, candidate)
     return rows
+
+
+def bandwidth(moved: dict, times: dict, candidate: str) -> dict:
+    """The candidate's bytes, GB/s and, where the group has a copy, the copy's GB/s and the
+    candidate's percentage of it."""
+    achieved = moved[candidate] / times[candidate] / 1e9
+    columns = {"moved_bytes": moved[candidate], f"{candidate}_gb_per_s": achieved}
+    if times.get(COPY):
+        copy = moved[COPY] / times[COPY] / 1e9
+        columns |= {"copy_gb_per_s": copy, "percent_of_copy": 100 * achieved / copy}
+    return columns
 
 
 def merge_csv(path: Path, rows: list[dict], key_fields: list[str]) -> None:
@@ -99,7 +128,7 @@ def merge_csv(path: Path, rows: list[dict], key_fields: list[str]) -> None:
         new_keys = {tuple(str(row[f]) for f in key_fields) for row in rows}
         with open(path, newline="") as f:
             kept = [row for row in csv.DictReader(f) if tuple(row[k] for k in key_fields) not in new_keys]
-    fields = list(rows[0].keys())
+    fields = list(dict.fromkeys(field for row in kept + rows for field in row))  # every row's columns
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()

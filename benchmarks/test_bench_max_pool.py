@@ -1,14 +1,20 @@
 """Max-pool with argmax, custom vs F.max_pool2d(return_indices=True), batch 32, float32:
-AlexNet's overlapping 3x3/2 pool (96x55x55) and VGG's 2x2/2 pool (64x112x112), both layouts."""
+AlexNet's overlapping 3x3/2 pool (96x55x55), VGG's 2x2/2 pool (64x112x112) and a CIFAR-sized
+GoogLeNet's 3x3/2 pool on small maps (480x16x16), both layouts. Max-pool is memory-bound: every case
+also says how many bytes its pass must move and times the copy yardstick (harness.time_copy) beside it."""
 
 import pytest
 import torch
 import torch.nn.functional as F
-from harness import Case, dims, time_member
+from harness import Case, dims, time_copy, time_member
 
 from cnnrepro import ops
 
-CASES = {"alexnet-pool1": ((32, 96, 55, 55), 3, 2), "vgg-pool1": ((32, 64, 112, 112), 2, 2)}
+CASES = {
+    "alexnet-pool1": ((32, 96, 55, 55), 3, 2),
+    "vgg-pool1": ((32, 64, 112, 112), 2, 2),
+    "googlenet-cifar-pool3": ((32, 480, 16, 16), 3, 2),
+}
 
 
 def forward_fn(impl):
@@ -33,7 +39,17 @@ def backward_fn(impl, x, k, s):
 
 def pool_case(direction, case, layout, device) -> Case:
     shape, k, s = CASES[case]
-    return Case("max_pool2d", direction, f"{case} {dims(shape)} {k}x{k}/{s}", layout, device)
+    return Case("max_pool2d", direction, f"{case} {dims(shape)} {k}x{k}/{s}", layout, device,
+                moved_bytes=moved_bytes(direction, shape, k, s))  # fmt: skip
+
+
+def moved_bytes(direction, shape, k, s) -> int:
+    """Float32 bytes each pass must move: the forward reads x and writes the values and int64
+    indices; the backward reads the gradient and the indices and writes the input's gradient."""
+    n, c, h, w = shape
+    inputs, outputs = n * c * h * w, n * c * ((h - k) // s + 1) * ((w - k) // s + 1)
+    per_pass = 4 * inputs + (4 + 8) * outputs
+    return 2 * per_pass if direction == "forward+backward" else per_pass
 
 
 def make_input(shape, layout, device):
@@ -79,3 +95,11 @@ def test_forward_backward(benchmark, device, case, layout, impl):
         fn(x, k, s)[0].backward(grad)
 
     time_member(benchmark, step, pool_case("forward+backward", case, layout, device), impl)
+
+
+@pytest.mark.parametrize("direction", ["forward", "backward", "forward+backward"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("case", list(CASES))
+def test_copy_yardstick(benchmark, device, case, layout, direction):
+    x = make_input(CASES[case][0], layout, device)
+    time_copy(benchmark, x, pool_case(direction, case, layout, device))

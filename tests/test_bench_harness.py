@@ -30,7 +30,8 @@ def bench(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("bench")
     output = run_benchmarks(
         tmp_path,
-        "(test_model and lenet5 and inference) or (test_forward and not backward and lrn1 and contiguous)",
+        "(test_model and lenet5 and inference) or "
+        "((test_forward or test_copy_yardstick) and not backward and lrn1 and contiguous)",
         "test_bench_models.py",
         "test_bench_lrn.py",
     )
@@ -52,6 +53,17 @@ def test_kernel_cases_pair_custom_with_native(bench):
     assert "custom vs native, ops" in output, "the terminal table"
 
 
+def test_memory_bound_cases_give_bandwidth_against_the_copy(bench):
+    tmp_path, _ = bench
+    (row,) = pd.read_csv(tmp_path / "bench" / "speedups.csv").to_dict("records")
+    moved = 2 * 32 * 96 * 55 * 55 * 4  # the forward reads x and writes y, float32
+    assert row["moved_bytes"] == moved
+    assert row["custom_gb_per_s"] == pytest.approx(moved / row["custom_median_s"] / 1e9)
+    assert row["copy_gb_per_s"] > 0
+    assert row["percent_of_copy"] == pytest.approx(100 * row["custom_gb_per_s"] / row["copy_gb_per_s"])
+    assert row["others"].startswith("copy="), "the copy is also a reference of the case"
+
+
 def test_model_cases_give_examples_per_second(bench):
     tmp_path, _ = bench
     (row,) = pd.read_csv(tmp_path / "bench" / "models.csv").to_dict("records")
@@ -63,7 +75,7 @@ def test_json_and_environment_are_written(bench):
     tmp_path, _ = bench
     saved = json.loads((tmp_path / "run.json").read_text())
     impls = sorted(b["extra_info"]["impl"] for b in saved["benchmarks"])
-    assert impls == ["custom", "custom", "native", "native"]
+    assert impls == ["copy", "custom", "custom", "native", "native"]
     env = json.loads((tmp_path / "bench" / "env.json").read_text())
     assert env["machine"] and env["torch"] and env["threads"] >= 1
 

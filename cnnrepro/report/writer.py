@@ -289,6 +289,10 @@ def kernels_section(results: Results, pngs: dict) -> str:
         shown["native ms"] = 1e3 * speedups["native_median_s"]
         shown["custom ms"] = 1e3 * speedups["custom_median_s"]
         shown["speedup"] = speedups["speedup"]
+        if "percent_of_copy" in speedups:
+            shown["custom GB/s"] = speedups["custom_gb_per_s"]
+            shown["copy GB/s"] = speedups["copy_gb_per_s"]
+            shown["% of copy"] = speedups["percent_of_copy"]
         if "others" in speedups:
             shown["references (time / custom)"] = speedups["others"].fillna("")
         parts += [
@@ -296,10 +300,22 @@ def kernels_section(results: Results, pngs: dict) -> str:
                 "pytest-benchmark medians, custom and native timed in one process; "
                 "speedup = native / custom. References are other implementations of the case, "
                 "as their time over custom's: "
-                "conv_alone, the convolution by itself, is the floor for conv-BN-ReLU."
+                "conv_alone, the convolution by itself, is the floor for conv-BN-ReLU. "
+                "For the memory-bound ops (LRN, max-pool), custom GB/s is the bytes the pass must move "
+                "(inputs read once, outputs written once) over its time, against a copy of the input "
+                "into a preallocated tensor timed in the same process: the machine's yardstick."
             ),
             html.table(
-                shown, "kernel-table", {"native ms": "{:.3f}", "custom ms": "{:.3f}", "speedup": "{:.2f}x"}
+                shown,
+                "kernel-table",
+                {
+                    "native ms": "{:.3f}",
+                    "custom ms": "{:.3f}",
+                    "speedup": "{:.2f}x",
+                    "custom GB/s": "{:.1f}",
+                    "copy GB/s": "{:.1f}",
+                    "% of copy": "{:.0f}%",
+                },
             ),
             html.figure(pngs["kernel_speedups"], "kernel speedups", "figure-kernel_speedups"),
         ]
