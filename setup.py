@@ -9,7 +9,8 @@ Environment knobs (all optional):
   MAX_JOBS                parallel compile jobs for ninja
   DEBUG=1                 -O0 -g, no NDEBUG
   CNNREPRO_CPU_ARCH       "auto" (the default for editable installs, which run where they are built:
-                          x86-64-v3 when the build machine has AVX2 and FMA), "portable" (the
+                          x86-64-v4 when the build machine has AVX-512, else x86-64-v3 when it
+                          has AVX2 and FMA), "portable" (the
                           compiler's baseline; the default for wheels and other non-editable
                           installs, which may be copied to another machine), or any -march value
 """
@@ -103,7 +104,8 @@ def resolve_arch_list() -> str:
 
 def cpu_arch_flags(editable: bool) -> list[str]:
     """-march for the CPU kernels. An editable install runs where it is built, so by default it
-    uses AVX2/FMA when the build machine has them; any other build may run elsewhere (a wheel
+    uses AVX-512, or else AVX2/FMA, when the build machine has them (the same bits either way: no
+    fused multiply-add, no reassociation, and square roots and divisions are exact); any other build may run elsewhere (a wheel
     copied to an older CPU would die of SIGILL), so it targets the compiler's baseline."""
     arch = os.environ.get("CNNREPRO_CPU_ARCH", "auto" if editable else "portable")
     if arch == "portable":
@@ -115,7 +117,11 @@ def cpu_arch_flags(editable: bool) -> list[str]:
     except OSError:
         return []
     is_x86 = platform.machine() in ("x86_64", "AMD64")
-    return ["-march=x86-64-v3"] if is_x86 and {"avx2", "fma"} <= set(flags) else []
+    if not is_x86:
+        return []
+    if {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"} <= set(flags):
+        return ["-march=x86-64-v4"]  # twice v3's square roots and divisions per cycle: LRN's bound
+    return ["-march=x86-64-v3"] if {"avx2", "fma"} <= set(flags) else []
 
 
 def nvidia_wheel_includes() -> list[str]:

@@ -235,3 +235,17 @@ def test_size_forms_native_accepts():
         expected = torch.nn.LocalResponseNorm(size)(x)
         torch.testing.assert_close(cnnrepro.nn.LocalResponseNorm(size)(x), expected, **TOL[torch.float32])
         torch.testing.assert_close(ops.lrn(x, size), expected, **TOL[torch.float32])
+
+
+def test_outputs_of_their_own_mapping():
+    """A 34 MB output is an mmap of its own under glibc's defaults, and the CPU kernels ask for huge
+    pages before writing it (cpu/output.h): the values are those of the same input in pieces."""
+    x = torch.randn(2, 16, 512, 520, generator=torch.Generator().manual_seed(0))
+    dy = torch.randn_like(x)
+    y, dx = ops.lrn(x, 5), ops.lrn_backward(dy, x, 5, 1e-4, 0.75, 1.0)
+    for rows in (slice(0, 200), slice(200, 512)):  # a window spans channels, never rows: pieces are exact
+        piece = x[:, :, rows].contiguous()
+        assert torch.equal(y[:, :, rows], ops.lrn(piece, 5))
+        assert torch.equal(
+            dx[:, :, rows], ops.lrn_backward(dy[:, :, rows].contiguous(), piece, 5, 1e-4, 0.75, 1.0)
+        )

@@ -351,3 +351,22 @@ def test_module_is_a_drop_in():
     assert torch.equal(indices, F.max_pool2d(x, 3, 2, return_indices=True)[1])
     with pytest.raises(ValueError, match="kernel_size"):
         cnnrepro.nn.MaxPool2d((2, 2, 2))
+
+
+def test_outputs_of_their_own_mapping():
+    """Outputs and gradients past 32 MB (own mappings, huge pages advised before the first write,
+    cpu/output.h) equal native's: values and indices bit for bit, the gradient too (no overlap)."""
+    x = torch.randn(2, 16, 520, 1040, generator=torch.Generator().manual_seed(0))
+    values, indices = ops.max_pool2d_with_argmax(x, 2, 2)
+    expected_values, expected_indices = F.max_pool2d(x, 2, 2, return_indices=True)
+    assert torch.equal(values, expected_values) and torch.equal(indices, expected_indices)
+    dy = torch.randn_like(values)
+    grad = torch.ops.cnnrepro.max_pool2d_with_argmax_backward(
+        dy, indices, list(x.shape), [2, 2], [2, 2], [0, 0], [1, 1], False
+    )
+    assert torch.equal(
+        grad,
+        torch.ops.aten.max_pool2d_with_indices_backward(
+            dy, x, [2, 2], [2, 2], [0, 0], [1, 1], False, indices
+        ),
+    )

@@ -1,8 +1,15 @@
-// LRN on the CPU. The work is cut into tiles of all C channels x T spatial positions; within a
-// tile every loop runs over the T contiguous positions, so the compiler vectorizes it. Contiguous
-// inputs are read and written in place; channels-last tiles are transposed into a small buffer
-// first. The window sums are direct (no running sum), so a NaN or inf touches only the windows
-// that hold it, exactly as in F.local_response_norm, and the order of summation is fixed.
+// LRN on the CPU, written to stream: each pass reads its inputs once and writes its output once, in
+// the tensor's own layout, with every vector loop along the contiguous dimension.
+//
+// Contiguous (NCHW): a task is one sample's chunk of spatial positions; it walks the channels in
+// order, so the window's rows (a few KB each) stay in L1 while each new row streams in. The
+// backward keeps the per-channel terms it needs later (1/scale^beta and the ratio
+// dy*x/(scale^beta*scale)) in a ring of rows, one per channel of the window.
+// Channels-last (NHWC): a task is a run of positions; the window slides along the position's own
+// contiguous channels, over a copy of its squares padded with zeros (adding a zero leaves a sum's
+// bits as they were, so the padded and the clipped windows give the same bits).
+// Window sums are direct (no running sum): a NaN or inf touches only the windows that hold it, as in
+// F.local_response_norm, and every sum adds its channels in ascending order, on either layout.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -13,6 +20,7 @@
 
 #include "../lrn.h"
 #include "loops.h"
+#include "output.h"
 
 namespace cnnrepro::lrn {
 namespace {
@@ -20,19 +28,21 @@ namespace {
 using cpu::for_each_block;
 using cpu::kLanes;
 
-constexpr int64_t kTile = 128;  // spatial positions per tile
+// Spatial positions per contiguous task: a row of 4 KB of float32, a page, so the prefetcher
+// follows each row; the window's rows and the backward's ring stay within L1 and L2.
+constexpr int64_t kChunk = 1024;
 
-// A [C][T] block: element (c, t) at data[c * cstride + t].
+// Rows of one sample's chunk: element (c, t) at data[c * cstride + t].
 template <typename T>
-struct Block {
+struct Rows {
   T* data;
   int64_t cstride;
   T* row(int64_t c) const { return data + c * cstride; }
 };
 
-// sum[u] = sum over the channels [first, last] of rows[j][t0 + u]^2, in order of j.
-template <typename scalar_t, typename acc_t, typename Width>
-inline void window_sum_squares(Block<const scalar_t> x, Channels window, int64_t t0, Width width, acc_t* sum) {
+// sum[u] = the squares of rows [first, last] at position t0 + u, added in order of the row.
+template <typename acc_t, typename scalar_t, typename Width>
+inline void window_sum_squares(Rows<const scalar_t> x, Channels window, int64_t t0, Width width, acc_t* sum) {
   for (int u = 0; u < width; ++u) sum[u] = 0;
   for (int64_t j = window.first; j <= window.last; ++j) {
     const scalar_t* xj = x.row(j) + t0;
@@ -43,10 +53,18 @@ inline void window_sum_squares(Block<const scalar_t> x, Channels window, int64_t
   }
 }
 
+// The constants of one call, in the accumulation type.
+template <typename acc_t>
+struct Constants {
+  acc_t size, alpha, beta, k, coef;  // coef = 2 alpha beta / size, the backward's factor
+  explicit Constants(const Params& p)
+      : size(p.size), alpha(p.alpha), beta(p.beta), k(p.k), coef(acc_t(2) * alpha * beta / size) {}
+};
+
 template <BetaKind kind, typename scalar_t>
-void forward_tile(Block<const scalar_t> x, Block<scalar_t> y, int64_t C, int64_t T, const Params& p) {
+void forward_chunk_contiguous(Rows<const scalar_t> x, Rows<scalar_t> y, int64_t C, int64_t T, const Params& p) {
   using acc_t = at::opmath_type<scalar_t>;
-  const acc_t size = p.size, alpha = p.alpha, beta = p.beta, k = p.k;
+  const Constants<acc_t> k(p);
   for (int64_t c = 0; c < C; ++c) {
     const Channels window = p.window(c, C);
     const scalar_t* xc = x.row(c);
@@ -55,114 +73,164 @@ void forward_tile(Block<const scalar_t> x, Block<scalar_t> y, int64_t C, int64_t
       acc_t sum[kLanes];
       window_sum_squares(x, window, t0, width, sum);
       for (int u = 0; u < width; ++u) {
-        const acc_t scale = scale_from_sum(sum[u], size, alpha, k);
-        yc[t0 + u] = static_cast<scalar_t>(static_cast<acc_t>(xc[t0 + u]) / pow_beta<kind>(scale, beta));
+        const acc_t scale = scale_from_sum(sum[u], k.size, k.alpha, k.k);
+        yc[t0 + u] = static_cast<scalar_t>(static_cast<acc_t>(xc[t0 + u]) / pow_beta<kind>(scale, k.beta));
       }
     });
   }
 }
 
-// Per-thread scratch, allocated once per parallel chunk: the backward's
-// 1/scale^beta and dy*x/(scale^beta*scale) per (c, t), and the channels-last transposes.
-template <typename scalar_t>
-struct Workspace {
-  using acc_t = at::opmath_type<scalar_t>;
+// The backward's ring: rows of 1/scale^beta and of the ratio for the channels still needed, channel
+// c in row c % rows. A window spans at most min(size, C) channels, so that many rows never collide.
+template <typename acc_t>
+struct Ring {
+  int64_t rows, T;
   std::vector<acc_t> inv_pow, ratio;
-  std::vector<scalar_t> in0, in1, out;
-  Workspace(const Geometry& g, bool backward)
-      : inv_pow(backward ? g.C * kTile : 0),
-        ratio(backward ? g.C * kTile : 0),
-        in0(g.channels_last ? g.C * kTile : 0),
-        in1(g.channels_last && backward ? g.C * kTile : 0),
-        out(g.channels_last ? g.C * kTile : 0) {}
+  Ring(const Params& p, int64_t C, int64_t T) : rows(std::min(p.size, C)), T(T), inv_pow(rows * T), ratio(rows * T) {}
+  acc_t* inv_pow_row(int64_t c) { return inv_pow.data() + (c % rows) * T; }
+  acc_t* ratio_row(int64_t c) { return ratio.data() + (c % rows) * T; }
+};
+
+// Channel c's gradient needs the ratios of its mirrored window [c - after, c + before]: the walk
+// computes channel c + before's terms, then channel c's gradient from the ring.
+template <BetaKind kind, typename scalar_t>
+void backward_chunk_contiguous(Rows<const scalar_t> dy, Rows<const scalar_t> x, Rows<scalar_t> dx, int64_t C, int64_t T,
+                               const Params& p, Ring<at::opmath_type<scalar_t>>& ring) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const Constants<acc_t> k(p);
+  const int64_t lead = std::min(p.before(), C - 1);
+  for (int64_t step = 0; step < C + lead; ++step) {
+    if (const int64_t c = step; c < C) {
+      const Channels window = p.window(c, C);
+      const scalar_t *xc = x.row(c), *dyc = dy.row(c);
+      acc_t *inv_pow = ring.inv_pow_row(c), *ratio = ring.ratio_row(c);
+      for_each_block(T, [&](int64_t t0, auto width) {
+        acc_t sum[kLanes];
+        window_sum_squares(x, window, t0, width, sum);
+        for (int u = 0; u < width; ++u) {
+          const int64_t t = t0 + u;
+          const acc_t scale = scale_from_sum(sum[u], k.size, k.alpha, k.k);
+          inv_pow[t] = acc_t(1) / pow_beta<kind>(scale, k.beta);
+          ratio[t] = static_cast<acc_t>(dyc[t]) * static_cast<acc_t>(xc[t]) * inv_pow[t] / scale;
+        }
+      });
+    }
+    if (const int64_t c = step - lead; c >= 0) {
+      const Channels mirrored = p.mirrored_window(c, C);
+      const scalar_t *xc = x.row(c), *dyc = dy.row(c);
+      const acc_t* inv_pow = ring.inv_pow_row(c);
+      scalar_t* dxc = dx.row(c);
+      for_each_block(T, [&](int64_t t0, auto width) {
+        acc_t collected[kLanes];
+        for (int u = 0; u < width; ++u) collected[u] = 0;
+        for (int64_t j = mirrored.first; j <= mirrored.last; ++j) {
+          const acc_t* rj = ring.ratio_row(j) + t0;
+          for (int u = 0; u < width; ++u) collected[u] += rj[u];
+        }
+        for (int u = 0; u < width; ++u) {
+          const int64_t t = t0 + u;
+          dxc[t] = static_cast<scalar_t>(static_cast<acc_t>(dyc[t]) * inv_pow[t] -
+                                         k.coef * static_cast<acc_t>(xc[t]) * collected[u]);
+        }
+      });
+    }
+  }
+}
+
+// Runs chunk_fn(offset, T, scratch) over every (sample, chunk of positions) of a contiguous tensor
+// in parallel, offset being the chunk's first element; each thread's scratch is make_scratch(T_max).
+template <typename MakeScratch, typename ChunkFn>
+void for_each_chunk(const Geometry& g, MakeScratch&& make_scratch, ChunkFn&& chunk_fn) {
+  const int64_t chunks = (g.S + kChunk - 1) / kChunk, T_max = std::min(kChunk, g.S);
+  at::parallel_for(0, g.N * chunks, cpu::grain_for(g.C * T_max), [&](int64_t begin, int64_t end) {
+    auto scratch = make_scratch(T_max);
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t n = i / chunks, s0 = (i % chunks) * kChunk;
+      chunk_fn(n * g.C * g.S + s0, std::min(kChunk, g.S - s0), scratch);
+    }
+  });
+}
+
+// One position's channels, widened and padded for a window that slides along them: `pad` zeros,
+// then the C values, then `pad` zeros (pad covers either side of any window).
+template <typename acc_t>
+struct PaddedChannels {
+  int64_t C, pad;
+  std::vector<acc_t> values;
+  PaddedChannels(int64_t C, int64_t pad) : C(C), pad(pad), values(C + 2 * pad, acc_t(0)) {}
+  acc_t* channels() { return values.data() + pad; }  // channel c at channels()[c]
+  // sums[c] = the sum of channels()[c + first .. c + first + count - 1], added in order; channels
+  // out of range read the zero padding. One pass per window offset over all channels: plain loops
+  // over contiguous data, which the compiler vectorizes. Offsets that reach no channel at all (a
+  // window wider than C) add only zeros and are skipped.
+  void window_sums(int64_t first, int64_t count, acc_t* sums) const {
+    std::fill(sums, sums + C, acc_t(0));
+    const int64_t j_end = std::min(count, C - first);
+    for (int64_t j = std::max<int64_t>(0, 1 - C - first); j < j_end; ++j) {
+      const acc_t* shifted = values.data() + pad + first + j;
+      for (int64_t c = 0; c < C; ++c) sums[c] += shifted[c];
+    }
+  }
+};
+
+// Per-task scratch for the channels-last passes: the squares, the scales' terms, the ratios.
+template <typename scalar_t>
+struct PositionScratch {
+  using acc_t = at::opmath_type<scalar_t>;
+  PaddedChannels<acc_t> squares, ratios;
+  std::vector<acc_t> sums, inv_pow;
+  PositionScratch(const Params& p, int64_t C) : squares(C, p.size), ratios(C, p.size), sums(C), inv_pow(C) {}
 };
 
 template <BetaKind kind, typename scalar_t>
-void backward_tile(Block<const scalar_t> dy, Block<const scalar_t> x, Block<scalar_t> dx, int64_t C, int64_t T,
-                   const Params& p, Workspace<scalar_t>& s) {
+void forward_position_channels_last(const scalar_t* x, scalar_t* y, int64_t C, const Params& p,
+                                    PositionScratch<scalar_t>& s) {
   using acc_t = at::opmath_type<scalar_t>;
-  const acc_t size = p.size, alpha = p.alpha, beta = p.beta, k = p.k;
-  const acc_t coef = acc_t(2) * alpha * beta / size;
+  const Constants<acc_t> k(p);
+  acc_t* squares = s.squares.channels();
   for (int64_t c = 0; c < C; ++c) {
-    const Channels window = p.window(c, C);
-    const scalar_t *xc = x.row(c), *dyc = dy.row(c);
-    acc_t *inv_pow = s.inv_pow.data() + c * T, *ratio = s.ratio.data() + c * T;
-    for_each_block(T, [&](int64_t t0, auto width) {
-      acc_t sum[kLanes];
-      window_sum_squares(x, window, t0, width, sum);
-      for (int u = 0; u < width; ++u) {
-        const int64_t t = t0 + u;
-        const acc_t scale = scale_from_sum(sum[u], size, alpha, k);
-        inv_pow[t] = acc_t(1) / pow_beta<kind>(scale, beta);
-        ratio[t] = static_cast<acc_t>(dyc[t]) * static_cast<acc_t>(xc[t]) * inv_pow[t] / scale;
-      }
-    });
+    const acc_t v = static_cast<acc_t>(x[c]);
+    squares[c] = v * v;
   }
-  // The mirrored window: channel c collects the ratios of every c' whose window holds c.
-  const Block<const acc_t> ratios{s.ratio.data(), T};
+  acc_t* sums = s.sums.data();
+  s.squares.window_sums(-p.before(), p.size, sums);
   for (int64_t c = 0; c < C; ++c) {
-    const Channels mirrored = p.mirrored_window(c, C);
-    const scalar_t *xc = x.row(c), *dyc = dy.row(c);
-    const acc_t* inv_pow = s.inv_pow.data() + c * T;
-    scalar_t* dxc = dx.row(c);
-    for_each_block(T, [&](int64_t t0, auto width) {
-      acc_t collected[kLanes];
-      for (int u = 0; u < width; ++u) collected[u] = 0;
-      for (int64_t j = mirrored.first; j <= mirrored.last; ++j) {
-        const acc_t* rj = ratios.row(j) + t0;
-        for (int u = 0; u < width; ++u) collected[u] += rj[u];
-      }
-      for (int u = 0; u < width; ++u) {
-        const int64_t t = t0 + u;
-        dxc[t] = static_cast<scalar_t>(static_cast<acc_t>(dyc[t]) * inv_pow[t] -
-                                       coef * static_cast<acc_t>(xc[t]) * collected[u]);
-      }
-    });
+    const acc_t scale = scale_from_sum(sums[c], k.size, k.alpha, k.k);
+    y[c] = static_cast<scalar_t>(static_cast<acc_t>(x[c]) / pow_beta<kind>(scale, k.beta));
   }
 }
 
-// Where a tile's [C][T] block lives: in the tensor itself when contiguous; in a buffer when
-// channels-last, gathered from (load) or scattered back to (store) the tensor's [T][C] block.
-struct TileIO {
-  const Geometry& g;
-  int64_t n, s0, T;
-
-  int64_t offset() const { return g.channels_last ? (n * g.S + s0) * g.C : n * g.C * g.S + s0; }
-
-  template <typename scalar_t>
-  Block<const scalar_t> load(const scalar_t* base, std::vector<scalar_t>& buffer) const {
-    if (!g.channels_last) return {base + offset(), g.S};
-    const scalar_t* src = base + offset();
-    for (int64_t t = 0; t < T; ++t)
-      for (int64_t c = 0; c < g.C; ++c) buffer[c * T + t] = src[t * g.C + c];
-    return {buffer.data(), T};
+template <BetaKind kind, typename scalar_t>
+void backward_position_channels_last(const scalar_t* dy, const scalar_t* x, scalar_t* dx, int64_t C, const Params& p,
+                                     PositionScratch<scalar_t>& s) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const Constants<acc_t> k(p);
+  acc_t *squares = s.squares.channels(), *ratios = s.ratios.channels(), *inv_pow = s.inv_pow.data();
+  for (int64_t c = 0; c < C; ++c) {
+    const acc_t v = static_cast<acc_t>(x[c]);
+    squares[c] = v * v;
   }
-
-  template <typename scalar_t>
-  Block<scalar_t> target(scalar_t* base, std::vector<scalar_t>& buffer) const {
-    return g.channels_last ? Block<scalar_t>{buffer.data(), T} : Block<scalar_t>{base + offset(), g.S};
+  acc_t* sums = s.sums.data();
+  s.squares.window_sums(-p.before(), p.size, sums);
+  for (int64_t c = 0; c < C; ++c) {
+    const acc_t scale = scale_from_sum(sums[c], k.size, k.alpha, k.k);
+    inv_pow[c] = acc_t(1) / pow_beta<kind>(scale, k.beta);
+    ratios[c] = static_cast<acc_t>(dy[c]) * static_cast<acc_t>(x[c]) * inv_pow[c] / scale;
   }
+  acc_t* collected = sums;  // the sums are spent: their row takes the collected ratios
+  s.ratios.window_sums(-p.after(), p.size, collected);
+  for (int64_t c = 0; c < C; ++c)
+    dx[c] = static_cast<scalar_t>(static_cast<acc_t>(dy[c]) * inv_pow[c] -
+                                  k.coef * static_cast<acc_t>(x[c]) * collected[c]);
+}
 
-  template <typename scalar_t>
-  void store(scalar_t* base, const std::vector<scalar_t>& buffer) const {
-    if (!g.channels_last) return;
-    scalar_t* dst = base + offset();
-    for (int64_t t = 0; t < T; ++t)
-      for (int64_t c = 0; c < g.C; ++c) dst[t * g.C + c] = buffer[c * T + t];
-  }
-};
-
-// Runs tile_fn(TileIO, Workspace&) over every (sample, spatial tile) in parallel.
-template <typename scalar_t, typename TileFn>
-void for_each_tile(const Geometry& g, bool backward, TileFn&& tile_fn) {
-  const int64_t tiles_per_sample = (g.S + kTile - 1) / kTile;
-  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, g.C * kTile));
-  at::parallel_for(0, g.N * tiles_per_sample, grain, [&](int64_t begin, int64_t end) {
-    Workspace<scalar_t> workspace(g, backward);
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t n = i / tiles_per_sample, s0 = (i % tiles_per_sample) * kTile;
-      tile_fn(TileIO{g, n, s0, std::min(kTile, g.S - s0)}, workspace);
-    }
+// Runs position_fn(offset, scratch) over every position of a channels-last tensor in parallel,
+// offset being the position's first element.
+template <typename scalar_t, typename PositionFn>
+void for_each_position(const Geometry& g, const Params& p, PositionFn&& position_fn) {
+  at::parallel_for(0, g.N * g.S, cpu::grain_for(g.C * std::min<int64_t>(p.size, g.C)), [&](int64_t begin, int64_t end) {
+    PositionScratch<scalar_t> scratch(p, g.C);
+    for (int64_t i = begin; i < end; ++i) position_fn(i * g.C, scratch);
   });
 }
 
@@ -171,14 +239,22 @@ at::Tensor lrn_forward_cpu(const at::Tensor& input, int64_t size, double alpha, 
   const ForwardCall call = prepare_forward(input, p);
   const Geometry& g = call.g;
   if (call.x.numel() == 0) return call.y;
+  cpu::advise_huge_pages(call.y);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, call.x.scalar_type(), "cnnrepro::lrn", [&] {
     const scalar_t* xp = call.x.const_data_ptr<scalar_t>();
     scalar_t* yp = call.y.mutable_data_ptr<scalar_t>();
     dispatch_beta(beta, [&](auto kind) {
-      for_each_tile<scalar_t>(g, /*backward=*/false, [&](const TileIO& io, Workspace<scalar_t>& ws) {
-        forward_tile<kind.value>(io.load(xp, ws.in0), io.target(yp, ws.out), g.C, io.T, p);
-        io.store(yp, ws.out);
-      });
+      if (g.channels_last) {
+        for_each_position<scalar_t>(g, p, [&](int64_t offset, PositionScratch<scalar_t>& s) {
+          forward_position_channels_last<kind.value>(xp + offset, yp + offset, g.C, p, s);
+        });
+      } else {
+        const auto no_scratch = [](int64_t) { return 0; };
+        for_each_chunk(g, no_scratch, [&](int64_t offset, int64_t T, int) {
+          forward_chunk_contiguous<kind.value>(Rows<const scalar_t>{xp + offset, g.S}, Rows<scalar_t>{yp + offset, g.S},
+                                               g.C, T, p);
+        });
+      }
     });
   });
   return call.y;
@@ -190,14 +266,24 @@ at::Tensor lrn_backward_cpu(const at::Tensor& grad_output, const at::Tensor& inp
   const BackwardCall call = prepare_backward(grad_output, input, p);
   const Geometry& g = call.g;
   if (call.x.numel() == 0) return call.dx;
+  cpu::advise_huge_pages(call.dx);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, call.x.scalar_type(), "cnnrepro::lrn_backward", [&] {
     const scalar_t *xp = call.x.const_data_ptr<scalar_t>(), *dyp = call.dy.const_data_ptr<scalar_t>();
     scalar_t* dxp = call.dx.mutable_data_ptr<scalar_t>();
     dispatch_beta(beta, [&](auto kind) {
-      for_each_tile<scalar_t>(g, /*backward=*/true, [&](const TileIO& io, Workspace<scalar_t>& ws) {
-        backward_tile<kind.value>(io.load(dyp, ws.in1), io.load(xp, ws.in0), io.target(dxp, ws.out), g.C, io.T, p, ws);
-        io.store(dxp, ws.out);
-      });
+      if (g.channels_last) {
+        for_each_position<scalar_t>(g, p, [&](int64_t offset, PositionScratch<scalar_t>& s) {
+          backward_position_channels_last<kind.value>(dyp + offset, xp + offset, dxp + offset, g.C, p, s);
+        });
+      } else {
+        using Ring_ = Ring<at::opmath_type<scalar_t>>;
+        using Inputs = Rows<const scalar_t>;
+        const auto make_ring = [&](int64_t T_max) { return Ring_(p, g.C, T_max); };
+        for_each_chunk(g, make_ring, [&](int64_t offset, int64_t T, Ring_& ring) {
+          backward_chunk_contiguous<kind.value>(Inputs{dyp + offset, g.S}, Inputs{xp + offset, g.S},
+                                                Rows<scalar_t>{dxp + offset, g.S}, g.C, T, p, ring);
+        });
+      }
     });
   });
   return call.dx;

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "../max_pool.h"
+#include "output.h"
 #include "vec8.h"
 
 namespace cnnrepro::max_pool {
@@ -279,6 +280,8 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_with_argmax_cpu(const at::Tensor& 
   const ForwardCall call = prepare_forward(input, kernel_size, stride, padding, dilation, ceil_mode);
   const PoolGeometry& g = call.g;
   if (g.N == 0) return finish_forward(input, call);
+  cpu::advise_huge_pages(call.values);
+  cpu::advise_huge_pages(call.indices);
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, call.x.scalar_type(), "cnnrepro::max_pool2d_with_argmax", [&] {
         const scalar_t* xp = call.x.const_data_ptr<scalar_t>();
@@ -324,6 +327,7 @@ at::Tensor max_pool2d_with_argmax_backward_cpu(const at::Tensor& grad_output, co
   const auto format = g.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   at::Tensor dx = at::empty({g.N, g.C, g.H, g.W}, call.grad_output.options().memory_format(format));
   if (dx.numel() == 0) return finish_backward(grad_output, dx);
+  cpu::advise_huge_pages(dx);
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, dx.scalar_type(), "cnnrepro::max_pool2d_with_argmax_backward", [&] {
         const scalar_t* dyp = call.grad_output.const_data_ptr<scalar_t>();
