@@ -81,7 +81,9 @@ def test_the_toolkit_is_where_nvcc_resolves_not_where_a_wrapper_sits(build, monk
 
 def test_cpu_code_is_portable_unless_the_install_is_editable(build, monkeypatch):
     assert build.cpu_arch_flags(editable=False) == []
-    has_avx2 = {"avx2", "fma"} <= set(Path("/proc/cpuinfo").read_text().split())
-    assert build.cpu_arch_flags(editable=True) == (["-march=x86-64-v3"] if has_avx2 else [])
+    flags = set(Path("/proc/cpuinfo").read_text().split())
+    has_avx512 = {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"} <= flags
+    expected = "x86-64-v4" if has_avx512 else "x86-64-v3" if {"avx2", "fma"} <= flags else None
+    assert build.cpu_arch_flags(editable=True) == ([f"-march={expected}"] if expected else [])
     monkeypatch.setenv("CNNREPRO_CPU_ARCH", "skylake")
     assert build.cpu_arch_flags(editable=False) == ["-march=skylake"]
