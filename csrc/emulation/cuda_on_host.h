@@ -5,20 +5,31 @@
 // What it models: a launch's grid (x only) runs block after block; each block's threads are real OS
 // threads, so __shared__ arrays are shared by them (one array per kernel instantiation, reused by
 // the next block) and __syncthreads() is a barrier of the block's threads. blockIdx, threadIdx,
-// blockDim and gridDim are each thread's own. Device min/max are std's.
+// blockDim and gridDim are each thread's own. Device min/max are std's. Every launch's shape is
+// checked against CUDA's limits (check_launch_shape: an error, as CUDA's own refusal would be) and
+// recorded with the index width the kernel was instantiated for (launch_log).
+//
+// Knobs the tests turn (settings): the elementwise kernels' grid cap, lowered (default 3 blocks)
+// so that small tensors walk the grid-stride loops more than once; the 32-bit index limit, lowered
+// to run the 64-bit instantiations on small tensors; the reductions' least items a thread, lowered
+// (default 1) so that small tensors are cut into several chunks; and a plan-only mode, in which a
+// launch is checked and recorded but not run, so that the ops can be called on meta tensors of any
+// size (no allocation) to check the launches of the largest shapes.
 //
 // What it does not: warps and their intrinsics (none are used), the memory model beyond the
-// barrier (plain host memory: no coalescing, caching or visibility delays), timing, occupancy and
-// launch limits (tested separately: tests/test_cuda_emulation.py checks every launch's shape),
-// several streams, half-precision intrinsics, FMA contraction as nvcc does it.
+// barrier (plain host memory: no coalescing, caching or visibility delays), timing, occupancy,
+// several streams, half-precision intrinsics, FMA contraction as nvcc does it, and the static
+// shared memory of a kernel (nvcc refuses more than 48 KB at compile time; the kernels assert it).
 #pragma once
 
 #include <algorithm>
 #include <barrier>
 #include <cstdint>
+#include <functional>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #define __global__
@@ -34,55 +45,91 @@ struct dim3 {
 
 namespace cnnrepro::emulation {
 
+// What the tests may change (see above): the defaults exercise the kernels' loops on small tensors.
+struct Settings {
+  int64_t grid_cap = 3;
+  int64_t narrow_limit = 2147483647;
+  int64_t reduce_items = 1;
+  bool plan_only = false;
+};
+inline Settings settings;
+
+// One launch: its shape, dynamic shared memory and the index width of its kernel (0: none chosen).
+struct LaunchRecord {
+  dim3 grid, block;
+  int64_t shared_bytes;
+  int index_bits;
+};
+inline std::vector<LaunchRecord> launch_log;
+inline int index_bits = 0;  // set by dispatch_index (CNNREPRO_NOTE_INDEX_BITS) around its launches
+
 inline thread_local dim3 block_index, thread_index, block_dim, grid_dim;
 inline thread_local std::barrier<>* block_barrier = nullptr;
 
-// A launch CUDA would refuse (or these kernels do not use) is an error here too: one-dimensional
-// grids and blocks, at most 1024 threads a block, at most 2^31 - 1 blocks.
-inline void check_launch_shape(dim3 grid, dim3 block) {
-  if (grid.y != 1 || grid.z != 1 || block.y != 1 || block.z != 1)
-    throw std::invalid_argument("cuda_on_host: only one-dimensional launches are modelled");
-  if (block.x == 0 || block.x > 1024)
-    throw std::invalid_argument("cuda_on_host: " + std::to_string(block.x) + " threads a block; CUDA takes 1 to 1024");
-  if (grid.x == 0 || grid.x > 0x7fffffffu)
-    throw std::invalid_argument("cuda_on_host: a grid of " + std::to_string(grid.x) +
-                                " blocks; CUDA takes 1 to 2^31 - 1");
+// A launch CUDA would refuse is an error: grid.x 1 to 2^31 - 1, grid.y and grid.z 1 to 65535, block
+// dims 1 to 1024 (x, y), 64 (z) and 1024 threads in all, dynamic shared memory at most 48 KB. And
+// only one-dimensional launches are modelled (all these kernels use).
+inline void check_launch_shape(dim3 grid, dim3 block, int64_t shared_bytes) {
+  const auto fail = [&](const std::string& what) {
+    throw std::invalid_argument(
+        "cuda_on_host: a launch of grid (" + std::to_string(grid.x) + ", " + std::to_string(grid.y) + ", " +
+        std::to_string(grid.z) + "), block (" + std::to_string(block.x) + ", " + std::to_string(block.y) + ", " +
+        std::to_string(block.z) + "), " + std::to_string(shared_bytes) + " bytes of shared memory: " + what);
+  };
+  if (grid.x == 0 || grid.x > 0x7fffffffu) fail("CUDA takes 1 to 2^31 - 1 blocks along x");
+  if (grid.y == 0 || grid.y > 65535 || grid.z == 0 || grid.z > 65535) fail("CUDA takes 1 to 65535 blocks along y, z");
+  if (block.x == 0 || block.y == 0 || block.z == 0 || block.x > 1024 || block.y > 1024 || block.z > 64 ||
+      uint64_t{block.x} * block.y * block.z > 1024)
+    fail("CUDA takes 1 to 1024 threads a block");
+  if (shared_bytes < 0 || shared_bytes > 48 * 1024) fail("more than 48 KB of dynamic shared memory needs an opt-in");
+  if (grid.y != 1 || grid.z != 1 || block.y != 1 || block.z != 1) fail("only one-dimensional launches are modelled");
 }
 
-// kernel<<<grid, block>>>(args...): the block's threads start once and walk the grid's blocks
-// together, a barrier between blocks, so a block starts only when the last one has finished.
+// kernel<<<grid, block>>>(args...) as body(): the block's threads start once and walk the grid's
+// blocks together, a barrier between blocks, so a block starts only when the last one has finished.
+// Not a template: compiled once, not once per kernel instantiation (the sanitized builds' time).
+inline void run_grid(dim3 grid, dim3 block, const std::function<void()>& body) {
+  const unsigned int threads = block.x;
+  std::barrier<> barrier(threads);
+  std::vector<std::thread> pool;
+  pool.reserve(threads);
+  for (unsigned int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      thread_index = dim3(t);
+      block_dim = block;
+      grid_dim = grid;
+      block_barrier = &barrier;
+      for (unsigned int b = 0; b < grid.x; ++b) {
+        block_index = dim3(b);
+        body();
+        barrier.arrive_and_wait();
+      }
+    });
+  }
+  for (auto& thread : pool) thread.join();
+}
+
 template <typename Kernel>
 struct Launch {
   Kernel* kernel;
   dim3 grid, block;
+  int64_t shared_bytes;
 
-  template <typename... Args>
-  void operator()(Args... args) const {
-    check_launch_shape(grid, block);
-    const unsigned int threads = block.x;
-    std::barrier<> barrier(threads);
-    std::vector<std::thread> pool;
-    pool.reserve(threads);
-    for (unsigned int t = 0; t < threads; ++t) {
-      pool.emplace_back([&, t] {
-        thread_index = dim3(t);
-        block_dim = block;
-        grid_dim = grid;
-        block_barrier = &barrier;
-        for (unsigned int b = 0; b < grid.x; ++b) {
-          block_index = dim3(b);
-          kernel(args...);
-          barrier.arrive_and_wait();
-        }
-      });
-    }
-    for (auto& thread : pool) thread.join();
+  // Runs the kernel on the arguments make_args() returns (not called in plan-only mode: the
+  // arguments of a launch on meta tensors, their data pointers, cannot be taken).
+  template <typename MakeArgs>
+  void run(MakeArgs make_args) const {
+    launch_log.push_back({grid, block, shared_bytes, index_bits});
+    check_launch_shape(grid, block, shared_bytes);
+    if (settings.plan_only) return;
+    const auto args = make_args();
+    run_grid(grid, block, [&] { std::apply(kernel, args); });
   }
 };
 
 template <typename Kernel>
-Launch<Kernel> launch(Kernel* kernel, dim3 grid, dim3 block) {
-  return {kernel, grid, block};
+Launch<Kernel> launch(Kernel* kernel, dim3 grid, dim3 block, int64_t shared_bytes) {
+  return {kernel, grid, block, shared_bytes};
 }
 
 }  // namespace cnnrepro::emulation
@@ -97,5 +144,13 @@ inline void __syncthreads() { ::cnnrepro::emulation::block_barrier->arrive_and_w
 using std::max;
 using std::min;
 
+// CNNREPRO_LAUNCH(grid, block, shared_bytes, stream, kernel)(args...) becomes
+// launch(kernel, ...).run([&] { return std::make_tuple(args...); }): the macro's expansion ends in
+// the name of a function-like macro, which takes the source's following (args...) as its own.
 #define CNNREPRO_LAUNCH(grid, block, shared_bytes, stream, ...) \
-  ::cnnrepro::emulation::launch(&__VA_ARGS__, dim3(grid), dim3(block))
+  ::cnnrepro::emulation::launch(&__VA_ARGS__, dim3(grid), dim3(block), shared_bytes).run CNNREPRO_EMULATED_ARGS
+#define CNNREPRO_EMULATED_ARGS(...) ([&] { return std::make_tuple(__VA_ARGS__); })
+#define CNNREPRO_GRID_CAP ::cnnrepro::emulation::settings.grid_cap
+#define CNNREPRO_NARROW_LIMIT ::cnnrepro::emulation::settings.narrow_limit
+#define CNNREPRO_REDUCE_ITEMS ::cnnrepro::emulation::settings.reduce_items
+#define CNNREPRO_NOTE_INDEX_BITS(bits) (::cnnrepro::emulation::index_bits = (bits))
