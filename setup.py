@@ -105,8 +105,9 @@ def resolve_arch_list() -> str:
 def cpu_arch_flags(editable: bool) -> list[str]:
     """-march for the CPU kernels. An editable install runs where it is built, so by default it
     uses AVX-512, or else AVX2/FMA, when the build machine has them (the same bits either way: no
-    fused multiply-add, no reassociation, and square roots and divisions are exact); any other build may run elsewhere (a wheel
-    copied to an older CPU would die of SIGILL), so it targets the compiler's baseline."""
+    fused multiply-add, no reassociation, and square roots and divisions are exact); any other
+    build may run elsewhere (a wheel copied to an older CPU would die of SIGILL), so it targets the
+    compiler's baseline."""
     arch = os.environ.get("CNNREPRO_CPU_ARCH", "auto" if editable else "portable")
     if arch == "portable":
         return []
