@@ -180,6 +180,17 @@ struct PositionScratch {
   PaddedChannels<acc_t> squares, ratios;
   std::vector<acc_t> sums, inv_pow;
   PositionScratch(const Params& p, int64_t C) : squares(C, p.size), ratios(C, p.size), sums(C), inv_pow(C) {}
+
+  // sums[c] = the squares of W(c)'s channels of one position's x, added in order of the channel.
+  acc_t* window_sums_of_squares(const scalar_t* x, const Params& p) {
+    acc_t* out = squares.channels();
+    for (int64_t c = 0; c < squares.C; ++c) {
+      const acc_t v = static_cast<acc_t>(x[c]);
+      out[c] = v * v;
+    }
+    squares.window_sums(-p.before(), p.size, sums.data());
+    return sums.data();
+  }
 };
 
 template <BetaKind kind, typename scalar_t>
@@ -187,13 +198,7 @@ void forward_position_channels_last(const scalar_t* x, scalar_t* y, int64_t C, c
                                     PositionScratch<scalar_t>& s) {
   using acc_t = at::opmath_type<scalar_t>;
   const Constants<acc_t> k(p);
-  acc_t* squares = s.squares.channels();
-  for (int64_t c = 0; c < C; ++c) {
-    const acc_t v = static_cast<acc_t>(x[c]);
-    squares[c] = v * v;
-  }
-  acc_t* sums = s.sums.data();
-  s.squares.window_sums(-p.before(), p.size, sums);
+  const acc_t* sums = s.window_sums_of_squares(x, p);
   for (int64_t c = 0; c < C; ++c) {
     const acc_t scale = scale_from_sum(sums[c], k.size, k.alpha, k.k);
     y[c] = static_cast<scalar_t>(static_cast<acc_t>(x[c]) / pow_beta<kind>(scale, k.beta));
@@ -205,13 +210,8 @@ void backward_position_channels_last(const scalar_t* dy, const scalar_t* x, scal
                                      PositionScratch<scalar_t>& s) {
   using acc_t = at::opmath_type<scalar_t>;
   const Constants<acc_t> k(p);
-  acc_t *squares = s.squares.channels(), *ratios = s.ratios.channels(), *inv_pow = s.inv_pow.data();
-  for (int64_t c = 0; c < C; ++c) {
-    const acc_t v = static_cast<acc_t>(x[c]);
-    squares[c] = v * v;
-  }
-  acc_t* sums = s.sums.data();
-  s.squares.window_sums(-p.before(), p.size, sums);
+  acc_t *ratios = s.ratios.channels(), *inv_pow = s.inv_pow.data();
+  acc_t* sums = s.window_sums_of_squares(x, p);
   for (int64_t c = 0; c < C; ++c) {
     const acc_t scale = scale_from_sum(sums[c], k.size, k.alpha, k.k);
     inv_pow[c] = acc_t(1) / pow_beta<kind>(scale, k.beta);
