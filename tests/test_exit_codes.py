@@ -182,21 +182,25 @@ def test_inspect_without_its_model_exits_2(capsys):
 # --- 130: interrupted -----------------------------------------------------------------------
 
 
+# Each command, its arguments and a function it calls while working: (name, argv, target).
+INTERRUPTIBLE = [
+    ("cnnrepro.run", [*SMOKE, "--out", "{tmp}/out"], "cnnrepro.executors.train_job"),
+    (
+        "cnnrepro.compare",
+        [str(REFERENCE), str(REFERENCE), "--out", "{tmp}/c.csv"],
+        "cnnrepro.compare.compare",
+    ),
+    ("cnnrepro.report", [str(REFERENCE), "--out", "{tmp}"], "cnnrepro.report.__main__.write_report"),
+    ("cnnrepro.inspect", [str(REFERENCE), "--model", "lenet5"], "cnnrepro.inspect.__main__.inspect_run"),
+    ("cnnrepro.demo", [], "cnnrepro.demo.tour"),
+]
+INTERRUPTIBLE_IDS = ["run", "compare", "report", "inspect", "demo"]
+
+
 @pytest.mark.parametrize(
     "name, argv, target",
-    [
-        ("cnnrepro.run", [*SMOKE, "--out", "{tmp}/out"], "cnnrepro.run.load_dataset"),
-        ("cnnrepro.run", [*SMOKE, "--out", "{tmp}/out"], "cnnrepro.executors.train_job"),
-        (
-            "cnnrepro.compare",
-            [str(REFERENCE), str(REFERENCE), "--out", "{tmp}/c.csv"],
-            "cnnrepro.compare.compare",
-        ),
-        ("cnnrepro.report", [str(REFERENCE), "--out", "{tmp}"], "cnnrepro.report.__main__.write_report"),
-        ("cnnrepro.inspect", [str(REFERENCE), "--model", "lenet5"], "cnnrepro.inspect.__main__.inspect_run"),
-        ("cnnrepro.demo", [], "cnnrepro.demo.tour"),
-    ],
-    ids=["run-loading", "run-training", "compare", "report", "inspect", "demo"],
+    [("cnnrepro.run", [*SMOKE, "--out", "{tmp}/out"], "cnnrepro.run.load_dataset"), *INTERRUPTIBLE],
+    ids=["run-loading", *INTERRUPTIBLE_IDS],
 )
 def test_ctrl_c_exits_130_with_one_line(name, argv, target, tmp_path, monkeypatch, capsys):
     interrupted_by(monkeypatch, target)
@@ -221,21 +225,7 @@ sys.exit(command.main(argv))
 
 
 @pytest.mark.slow  # a process per command
-@pytest.mark.parametrize(
-    "name, argv, target",
-    [
-        ("cnnrepro.run", [*SMOKE, "--out", "{tmp}/out"], "cnnrepro.executors.train_job"),
-        (
-            "cnnrepro.compare",
-            [str(REFERENCE), str(REFERENCE), "--out", "{tmp}/c.csv"],
-            "cnnrepro.compare.compare",
-        ),
-        ("cnnrepro.report", [str(REFERENCE), "--out", "{tmp}"], "cnnrepro.report.__main__.write_report"),
-        ("cnnrepro.inspect", [str(REFERENCE), "--model", "lenet5"], "cnnrepro.inspect.__main__.inspect_run"),
-        ("cnnrepro.demo", [], "cnnrepro.demo.tour"),
-    ],
-    ids=["run", "compare", "report", "inspect", "demo"],
-)
+@pytest.mark.parametrize("name, argv, target", INTERRUPTIBLE, ids=INTERRUPTIBLE_IDS)
 def test_a_real_sigint_exits_130(name, argv, target, tmp_path):
     argv = [a.format(tmp=tmp_path) for a in argv]
     child = subprocess.run(
