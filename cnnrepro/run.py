@@ -45,6 +45,8 @@ from cnnrepro.report import write_report
 from cnnrepro.report.compare import compare, load_store, verdict_counts
 from cnnrepro.store import RUNS_CSV, ResultsStore, StoreError
 from cnnrepro.train import (
+    AMP_DTYPES,
+    COMPILE_MODES,
     Replicas,
     RunConfig,
     TorchrunWorld,
@@ -55,6 +57,7 @@ from cnnrepro.train import (
 )
 
 NAMED_SUITES = SUITES | OPT_IN_SUITES  # --suite's choices; --all runs SUITES alone
+FP16_ON_CPU = "float16 autocast runs on CUDA only; on the CPU use --amp bf16"
 REFERENCES = Path(__file__).resolve().parent.parent / "reports" / "reference"  # shipped with the code
 
 
@@ -99,6 +102,30 @@ def parse_args(argv=None) -> argparse.Namespace:
     how.add_argument("--epochs", type=_positive, help="every run's epochs (default: the profile's recipes')")
     how.add_argument(
         "--threads", type=_positive, help="CPU threads per run (torch.set_num_threads; ray's default: 1)"
+    )
+    fast = parser.add_argument_group(
+        "how fast (each changes the bits, so each is part of every run's config and key; "
+        "default: the profile's, which is off)"
+    )
+    fast.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the model's weights and every batch in torch.channels_last",
+    )
+    fast.add_argument(
+        "--compile",
+        nargs="?",
+        const="default",
+        choices=[*COMPILE_MODES[1:], "off"],
+        metavar="MODE",
+        help="torch.compile the model (inductor, static shapes, deterministic) in this mode "
+        f"({', '.join(COMPILE_MODES[1:])}; without MODE: default), or off",
+    )
+    fast.add_argument(
+        "--amp",
+        choices=[*[name for name in AMP_DTYPES if name], "off"],
+        help="autocast the forward to bfloat16 (CPU and CUDA) or float16 (CUDA only, loss-scaled), or off",
     )
     scale = parser.add_argument_group("scale out")
     scale.add_argument(
@@ -177,6 +204,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                 f"--device cuda: torchrun starts {world.local_size} processes on this node, "
                 f"but it has {torch.cuda.device_count()} CUDA devices (one each is needed)"
             )
+    if args.amp == "fp16" and args.device == "cpu":  # --device auto on a CPU: main's UsageError
+        parser.error(f"--amp fp16: {FP16_ON_CPU}")
     if args.sync_bn and not world:
         parser.error("--sync-bn needs torchrun with more than one process")
     if args.sync_bn and (args.device == "cpu" or not torch.cuda.is_available()):
@@ -271,6 +300,7 @@ def environment(args, device: str, threads: int, world, plan, dataset) -> dict:
         "profile": dataclasses.asdict(profile),
         "seeds": {suite: list(suite_seeds(args, profile, suite)) for suite in suites},
         "backend": args.backend,
+        "speed": speed_settings(args, profile),  # every run's (in runs.csv's config too)
         "dataset": {"name": dataset.name, **dataset.notes},
     }
 
@@ -297,9 +327,19 @@ def suite_seeds(args, profile, suite: str) -> tuple[int, ...]:
     return tuple(args.seeds) if args.seeds else profile.seeds(suite)
 
 
+def speed_settings(args, profile) -> dict:
+    """channels_last, compile and amp as every planned run takes them: the command's, else the
+    profile's (RunConfig's fields of the same names; "off" is the default, "")."""
+    given = {"channels_last": args.channels_last, "compile": args.compile, "amp": args.amp}
+    chosen = {name: getattr(profile, name) if value is None else value for name, value in given.items()}
+    return {name: "" if value == "off" else value for name, value in chosen.items()}
+
+
 def plan_suite(args, profile, dataset_name: str, world_size: int = 1) -> list[tuple[str, RunConfig]]:
-    """(suite, config) of every planned run: in this shard if --shard, for torchrun's world size."""
+    """(suite, config) of every planned run: in this shard if --shard, for torchrun's world size,
+    as fast as the command asks."""
     parallel = {"world_size": world_size, "sync_bn": args.sync_bn} if world_size > 1 else {}
+    parallel |= speed_settings(args, profile)
     plan = [
         (suite, dataclasses.replace(config, **parallel))
         for suite, model in selected_models(args, profile)
@@ -389,6 +429,8 @@ def main(argv=None) -> int:
         ray_executor = RayExecutor(args.ray_address) if args.executor == "ray" else None
         executor = ray_executor  # closed by `finally` even if what follows fails
         device = pick_device(args, ray_executor)
+        if device == "cpu" and any(config.amp == "fp16" for _, config in plan):
+            raise UsageError(f"--amp fp16: this command trains on the CPU, and {FP16_ON_CPU}")
         replicas, rank_device = world.join(device, args.sync_bn) if world else (Replicas(), device)
         executor = ray_executor or LocalExecutor(replicas, rank_device)
         threads = args.threads or (1 if args.executor == "ray" else torch.get_num_threads())

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from cnnrepro.data import dataset_resolution
 from cnnrepro.experiments import PROFILES, SUITES, plan_runs, too_small_inputs
@@ -149,3 +150,50 @@ def test_no_inspect_leaves_the_reports_inside_section_out(tmp_path):
     assert main([*argv, "--no-inspect", "--out", str(tmp_path / "without")]) == 0
     assert "Inside the networks" in (tmp_path / "with" / "index.html").read_text()
     assert "Inside the networks" not in (tmp_path / "without" / "index.html").read_text()
+
+
+def test_speed_flags_name_every_planned_run_and_are_recorded(tmp_path):
+    """--channels-last, --compile [MODE] and --amp set every planned config's fields (the profile's
+    otherwise: off), and env.json and runs.csv's config say what each run used."""
+    profile = PROFILES["smoke"]
+    argv = ["--profile", "smoke", "--models", "lenet5"]
+    default = plan_suite(parse_args(argv), profile, profile.dataset)
+    assert all((c.channels_last, c.compile, c.amp) == (False, "", "") for _, c in default)
+    fast = parse_args([*argv, "--channels-last", "--compile", "--amp", "bf16"])
+    assert {(c.channels_last, c.compile, c.amp) for _, c in plan_suite(fast, profile, profile.dataset)} == {
+        (True, "default", "bf16")
+    }
+    tuned = parse_args([*argv, "--compile", "max-autotune", "--amp", "off", "--no-channels-last"])
+    assert {(c.channels_last, c.compile, c.amp) for _, c in plan_suite(tuned, profile, profile.dataset)} == {
+        (False, "max-autotune", "")
+    }
+    keys = {
+        config.key()
+        for args in (parse_args(argv), fast, tuned)
+        for _, config in plan_suite(args, profile, "mnist5k")
+    }
+    assert len(keys) == 3
+    out = tmp_path / "out"
+    assert (
+        main([*argv, "--channels-last", "--amp", "bf16", "--no-report", "--no-compare", "--out", str(out)])
+        == 0
+    )
+    env = json.loads((out / "env.json").read_text())
+    assert env["speed"] == {"channels_last": True, "compile": "", "amp": "bf16"}
+    (run,) = read_csv(out / "runs.csv")
+    config = json.loads(run["config"])
+    assert (config["channels_last"], config["compile"], config["amp"]) == (True, "", "bf16")
+    assert run["status"] == "finished"
+
+
+def test_fp16_autocast_on_the_cpu_is_refused(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "cnnrepro.run", "--models", "lenet5", "--amp", "fp16", "--device", "cpu"]
+        + ["--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2 and "--amp fp16: float16 autocast runs on CUDA only" in proc.stderr
+    if not torch.cuda.is_available():  # --device auto picks the CPU: refused before anything is written
+        argv = ["--profile", "smoke", "--models", "lenet5", "--amp", "fp16", "--out", str(tmp_path / "auto")]
+        assert main(argv) == 2 and not (tmp_path / "auto").exists()

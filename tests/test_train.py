@@ -194,3 +194,67 @@ def test_atomic_save_leaves_no_temp_files(tmp_path):
     assert torch.equal(load_checkpoint(tmp_path / "c.pt")["x"], torch.zeros(3))
     assert load_checkpoint(tmp_path / "missing.pt") is None
     assert not os.path.exists(tmp_path / "missing.pt")
+
+
+# --- How fast: channels-last, torch.compile, autocast (each part of the run's config) --------------
+
+# LeNet on whole batches only (256 and 64 examples, batch 32): one compiled graph for training and
+# one for evaluation, the least compiling a compiled run can do (inductor: tens of seconds on 2 cores).
+FAST = SMALL | {"train_subset": 256, "test_subset": 64}
+SPEEDS = {
+    "channels_last": {"channels_last": True},
+    "bf16": {"amp": "bf16"},
+    "compile": {"compile": "default"},
+}
+
+
+def test_speed_fields_name_the_run_only_when_set():
+    assert RunConfig(**SMALL, channels_last=False, compile="", amp="").key() == "6be4dd5ab5fb2a1a"
+    keys = {RunConfig(**SMALL, **speed).key() for speed in SPEEDS.values()}
+    assert len(keys) == 3 and "6be4dd5ab5fb2a1a" not in keys
+    assert RunConfig(**SMALL, compile="max-autotune").key() != RunConfig(**SMALL, compile="default").key()
+    with pytest.raises(ValueError, match="compile must be one of"):
+        RunConfig(**SMALL, compile="fast")
+    with pytest.raises(ValueError, match="amp must be one of"):
+        RunConfig(**SMALL, amp="fp8")
+
+
+def test_a_state_trains_as_its_config_says(mnist5k):
+    plain = TrainState.create(RunConfig(**FAST), build_model(RunConfig(**FAST), mnist5k), 8)
+    assert plain.network is plain.model is plain.evaluator and plain.amp_dtype is None
+    config = RunConfig(**FAST, channels_last=True, amp="bf16", compile="default")
+    model = build_model(config, mnist5k)
+    state = TrainState.create(config, model, 8)
+    convs = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    assert not all(w.is_contiguous() for w in convs)
+    assert state.batch(torch.zeros(2, 3, 4, 4)).is_contiguous(memory_format=torch.channels_last)
+    assert not state.batch(torch.zeros(2, 3, 4, 4)).is_contiguous()
+    assert state.network is not model and state.evaluator is state.network  # compiled (lazily)
+    with state.autocast():
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")
+
+
+def test_fp16_autocast_is_refused_on_the_cpu(mnist5k):
+    config = RunConfig(**FAST, amp="fp16")
+    with pytest.raises(ValueError, match="fp16 runs on CUDA only: on the CPU use bf16"):
+        TrainState.create(config, build_model(config, mnist5k), 8)
+
+
+@pytest.mark.parametrize("speed", SPEEDS.values(), ids=list(SPEEDS))
+def test_each_speed_setting_repeats_and_resumes_bit_for_bit(mnist5k, tmp_path, speed):
+    """Same seed, same setting: same bits; stopped after epoch 1 and resumed (compiled afresh, for
+    compile): the uninterrupted run's bits."""
+    config = RunConfig(**FAST, **speed)
+    uninterrupted = train_run(config, mnist5k, tmp_path / "clean")
+
+    def stop(result, epoch):
+        raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train_run(config, mnist5k, tmp_path / "stopped", on_epoch=stop)
+    resumed = train_run(config, mnist5k, tmp_path / "stopped")
+    assert resumed.status == uninterrupted.status == "finished"
+    assert resumed.weights_sha256 == uninterrupted.weights_sha256
+    assert [e.train_loss for e in resumed.history] == [e.train_loss for e in uninterrupted.history]
+    assert [e.test_loss for e in resumed.history] == [e.test_loss for e in uninterrupted.history]

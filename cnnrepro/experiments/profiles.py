@@ -49,6 +49,11 @@ class Profile:
     suite_seeds: dict[str, tuple[int, ...]] = field(default_factory=dict)
     # Models this profile's suites leave out, to fit its time; named with --models, they still run.
     left_out: tuple[str, ...] = ()
+    # How fast (RunConfig's fields of the same names; the runner's --channels-last, --compile and
+    # --amp override them): chosen by measurement, as each changes every run's bits and key.
+    channels_last: bool = False
+    compile: str = ""
+    amp: str = ""
 
     def model_for(self, model: str) -> str:
         return self.variants.get(model, model)

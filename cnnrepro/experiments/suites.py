@@ -61,6 +61,9 @@ def plan_runs(
                     train_subset=profile.train_subset,
                     test_subset=profile.test_subset,
                     model_config=recipe.model_config,
+                    channels_last=profile.channels_last,
+                    compile=profile.compile,
+                    amp=profile.amp,
                 )
             )
     return runs

@@ -19,12 +19,16 @@ def kernel_memory_format(x: torch.Tensor) -> torch.memory_format:
 
 
 def empty_in_kernel_layout(x: torch.Tensor, shape=None, dtype=None) -> torch.Tensor:
-    """An uninitialised tensor shaped like ``x`` (or ``shape``) in the layout the kernel returns."""
+    """An uninitialised tensor shaped like ``x`` (or ``shape``) in the layout the kernel returns,
+    stride for stride: allocated in that memory format, as the kernels allocate theirs (so even a
+    size-1 dimension's stride is theirs; torch.compile's inductor takes a fake kernel's strides for
+    the real output's)."""
     return torch.empty(
         x.shape if shape is None else shape,
         dtype=x.dtype if dtype is None else dtype,
         device=x.device,
-    ).contiguous(memory_format=kernel_memory_format(x))
+        memory_format=kernel_memory_format(x),
+    )
 
 
 def check_same_device(

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import conv_flop_count, register_flop_formula
 
 import cnnrepro._build  # noqa: F401  (loads _C, which defines the ops)
-from cnnrepro.ops._layout import check_same_device, empty_in_kernel_layout, index_int, int_pair
+from cnnrepro.ops._layout import check_same_device, index_int, int_pair, kernel_memory_format
 
 
 def conv_bn_relu(
@@ -37,6 +37,13 @@ def conv_bn_relu(
     (nothing to take statistics of; native returns an empty output and leaves the running
     statistics alone), and inference while autograd records (frozen BatchNorm in a model being
     fine-tuned), which the inference kernel does not differentiate.
+
+    Under autocast (``torch.autocast`` enabled for the input's device) the fused op runs in
+    autocast's dtype, as native's convolution does: the input, weights and BatchNorm's affine
+    parameters (and in inference its running statistics) cast to it, and the output in it. The
+    running statistics stay in their own dtype (float32), updated from the batch's. Native's
+    BatchNorm would normalize in float32 with float32 parameters; here gamma and beta are rounded
+    to the autocast dtype first (the kernels take one dtype).
     """
     stride, padding, dilation = (
         int_pair(v, f"conv_bn_relu: {n}")
@@ -46,7 +53,9 @@ def conv_bn_relu(
     if x.dim() != 4:  # also before the unfused paths, where conv2d alone would take a 3-D input
         raise ValueError(f"conv_bn_relu: expected a 4-D input (N, C, H, W), got shape {tuple(x.shape)}")
     check_block_devices("conv_bn_relu", x, weight, bias, bn_weight, bn_bias, running_mean, running_var)
-    check_running_stats(running_mean, running_var, x, weight)
+    amp = autocast_dtype(x)
+    # Under autocast the statistics keep the parameters' dtype, as nn.BatchNorm2d's under autocast.
+    check_running_stats(running_mean, running_var, x if amp is None else weight, weight)
     conv = (stride, padding, dilation, groups)
     if not training and running_mean is None:
         raise ValueError("conv_bn_relu: training=False needs running_mean and running_var")
@@ -56,6 +65,10 @@ def conv_bn_relu(
     if (not training and records_grad) or (training and x.shape[0] == 0):
         z = F.conv2d(x, weight, bias, *conv)
         return F.batch_norm(z, running_mean, running_var, bn_weight, bn_bias, training, momentum, eps).relu()
+    if amp is not None:
+        return _autocast_call(
+            amp, x, weight, bias, bn_weight, bn_bias, running_mean, running_var, training, momentum, eps, conv
+        )
     if not training:
         return torch.ops.cnnrepro.conv_bn_relu_eval(
             x, weight, bias, bn_weight, bn_bias, running_mean, running_var, *conv, eps
@@ -65,6 +78,42 @@ def conv_bn_relu(
         count = y.numel() // y.shape[1]
         update_running_stats(running_mean, running_var, mean.detach(), var.detach(), count, momentum)
     return y
+
+
+def autocast_dtype(x: torch.Tensor) -> torch.dtype | None:
+    """The dtype autocast casts ``x``'s convolution to, if it is enabled on ``x``'s device; else None
+    (float64 too: autocast leaves it alone)."""
+    device = x.device.type
+    if x.dtype == torch.float64 or not torch.amp.is_autocast_available(device):
+        return None
+    if not torch.is_autocast_enabled(device):
+        return None
+    return torch.get_autocast_dtype(device)
+
+
+def _autocast_call(
+    amp, x, weight, bias, bn_weight, bn_bias, running_mean, running_var, training, momentum, eps, conv
+):
+    """The fused op with its floating arguments cast to autocast's dtype ``amp`` and autocast off
+    inside (as autocast runs an op it casts); the running statistics updated in their own dtype."""
+
+    def cast(t):
+        return t if t is None or not t.is_floating_point() else t.to(amp)
+
+    with torch.autocast(x.device.type, enabled=False):
+        x, weight, bias, bn_weight, bn_bias = map(cast, (x, weight, bias, bn_weight, bn_bias))
+        if not training:
+            return torch.ops.cnnrepro.conv_bn_relu_eval(
+                x, weight, bias, bn_weight, bn_bias, cast(running_mean), cast(running_var), *conv, eps
+            )
+        y, _, mean, var = torch.ops.cnnrepro.conv_bn_relu_train(
+            x, weight, bias, bn_weight, bn_bias, *conv, eps
+        )
+        if running_mean is not None:
+            count = y.numel() // y.shape[1]
+            mean, var = mean.detach().to(running_mean.dtype), var.detach().to(running_var.dtype)
+            update_running_stats(running_mean, running_var, mean, var, count, momentum)
+        return y
 
 
 def check_block_devices(op, x, weight, bias, bn_weight, bn_bias, running_mean=None, running_var=None) -> None:
@@ -118,9 +167,11 @@ def update_running_stats(running_mean, running_var, mean, var, count: int, momen
 
 
 def _conv_output(x, weight, bias, stride, padding, dilation, groups) -> torch.Tensor:
-    """An uninitialised conv2d output (shape from aten's meta kernel) in the layout the kernels return."""
+    """An uninitialised conv2d output as the kernels make it: aten's convolution (its meta kernel
+    here), then made dense in the input's kernel layout (``.contiguous``, which keeps a tensor
+    already dense in it as it is)."""
     z = torch.ops.aten.convolution(x, weight, bias, stride, padding, dilation, False, [0, 0], groups)
-    return empty_in_kernel_layout(x, shape=z.shape)
+    return z.contiguous(memory_format=kernel_memory_format(x))
 
 
 @register_flop_formula(torch.ops.cnnrepro.conv_bn_relu_eval)
@@ -166,8 +217,9 @@ def _train_backward_fake(grad_output, x, weight, conv_out, mean, var, bn_weight,
         bn_weight=bn_weight,
         bn_bias=bn_bias,
     )
-    # The kernel hands a dz laid out like conv_out to aten's convolution_backward: ask its meta kernel.
-    dz = empty_in_kernel_layout(conv_out)
+    # The kernel hands a dz laid out like conv_out (made dense in its kernel layout) to aten's
+    # convolution_backward: ask its meta kernel.
+    dz = torch.empty_like(conv_out.contiguous(memory_format=kernel_memory_format(conv_out)))
     channels = weight.shape[0]
     grad_input, grad_weight, _ = torch.ops.aten.convolution_backward(
         dz, x, weight, None, stride, padding, dilation, False, [0, 0], groups, [mask[0], mask[1], False]

@@ -15,11 +15,16 @@ from cnnrepro.train.engine import (
     weights_sha256,
 )
 from cnnrepro.train.recipe import (
+    AMP_DTYPES,
+    COMPILE_MODES,
     RunConfig,
+    amp_dtype,
     build_model,
+    compile_model,
     lr_factor,
     make_optimizer,
     make_scheduler,
+    memory_format,
     naming_fields,
     train_examples,
 )
@@ -28,6 +33,8 @@ from cnnrepro.train.seeding import derive_seed, numerics_settings, set_determini
 from cnnrepro.train.state import TrainState
 
 __all__ = [
+    "AMP_DTYPES",
+    "COMPILE_MODES",
     "EpochResult",
     "GlobalBatchDropout",
     "PassStats",
@@ -36,7 +43,9 @@ __all__ = [
     "RunResult",
     "TorchrunWorld",
     "TrainState",
+    "amp_dtype",
     "build_model",
+    "compile_model",
     "derive_seed",
     "evaluate",
     "load_checkpoint",
@@ -44,6 +53,7 @@ __all__ = [
     "lr_factor",
     "make_optimizer",
     "make_scheduler",
+    "memory_format",
     "naming_fields",
     "numerics_settings",
     "save_atomic",

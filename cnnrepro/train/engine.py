@@ -73,19 +73,27 @@ def loss_of(output, labels, aux_weight: float) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(
-    model: torch.nn.Module, split: Split, batch_size: int, replicas: Replicas | None = None
+    model: torch.nn.Module,
+    split: Split,
+    batch_size: int,
+    replicas: Replicas | None = None,
+    state: TrainState | None = None,
 ) -> tuple[float, float]:
     """(mean loss, accuracy) over a split, in eval mode, in order. Many ``replicas`` each evaluate
     their share of every batch with rank 0's buffers (BatchNorm's running statistics, which rank 0
-    checkpoints) and sum the results."""
+    checkpoints) and sum the results. A run's ``state`` sets the batches' layout and autocast."""
     replicas = replicas or Replicas()
     model.eval()
     replicas.align_buffers(model)
     totals = torch.zeros(2, dtype=torch.float64, device=split.images.device)  # loss sum, correct
     for images, labels in batches(split, batch_size, shuffle=False, share=replicas.share):
         if len(labels):
-            logits = model(images)
-            totals[0] += F.cross_entropy(logits, labels, reduction="sum")
+            if state is None:
+                logits = model(images)
+            else:
+                with state.autocast():
+                    logits = model(state.batch(images))
+            totals[0] += F.cross_entropy(logits.float(), labels, reduction="sum")
             totals[1] += (logits.argmax(1) == labels).sum()
     loss_sum, correct = replicas.all_sum(totals).tolist()
     return loss_sum / len(split), correct / len(split)
@@ -110,6 +118,8 @@ def train_run(
     train, test = train.to(device), test.to(device)
     if replicas.distributed:
         replicas.check_batches(len(train), config.batch_size)
+    if config.compile:  # every run compiles afresh: its code never depends on the runs before it
+        torch._dynamo.reset()
     model = build_model(config, dataset)
     size = (1, dataset.in_channels, dataset.image_size, dataset.image_size)
     macs = int(models.summary(model, size).iloc[-1]["macs"])  # on the CPU, before any training step
@@ -175,11 +185,18 @@ def train_pass(
         if batch is None:
             break
         images, labels = batch
-        output = state.network(images)
-        loss = loss_of(output, labels, aux_weight)
+        with state.autocast():
+            output = state.network(state.batch(images))
+            loss = loss_of(output, labels, aux_weight)
         state.optimizer.zero_grad(set_to_none=True)
-        (loss * replicas.loss_scale() if replicas.distributed else loss).backward()
-        state.optimizer.step()
+        scaled = loss * replicas.loss_scale() if replicas.distributed else loss
+        if state.scaler is None:
+            scaled.backward()
+            state.optimizer.step()
+        else:  # float16: the loss scaled up, the step skipped where a gradient overflowed
+            state.scaler.scale(scaled).backward()
+            state.scaler.step(state.optimizer)
+            state.scaler.update()
         state.scheduler.step()
         logits = output[0] if isinstance(output, tuple) else output
         examples += len(labels)
@@ -211,7 +228,7 @@ def train_epoch(
     if stats is None:
         return None
     test_start = time.perf_counter()
-    test_loss, test_acc = evaluate(state.model, test, config.batch_size, state.replicas)
+    test_loss, test_acc = evaluate(state.evaluator, test, config.batch_size, state.replicas, state)
     test_time = time.perf_counter() - test_start
     return EpochResult(
         number,

@@ -22,6 +22,9 @@ WARMUP_FACTOR = 0.1  # He et al.'s warm-up: lr 0.01 where the schedule starts at
 # function applies to every network: Glorot-uniform Conv2d and Linear weights, biases left as built.
 INITS = ("model", "xavier")
 OPTIMIZERS = ("sgd", "adam")
+# torch.compile's modes (inductor; "": eager) and autocast's dtypes ("": float32 throughout).
+COMPILE_MODES = ("", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+AMP_DTYPES = {"": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,10 @@ class RunConfig:
     # Keras ImageDataGenerator arguments as sorted (name, value) pairs (KerasAugment.pairs()); set,
     # they replace the dataset's own augmentation (CIFAR's crop + flip) on the training batches
     augment: tuple[tuple[str, object], ...] = ()
+    # How fast, as timm's train script: each changes the bits, so each names the run.
+    channels_last: bool = False  # the model's conv weights and every batch in torch.channels_last
+    compile: str = ""  # torch.compile (inductor) of the model in this mode (COMPILE_MODES); "": eager
+    amp: str = ""  # autocast's dtype, "bf16" or "fp16" (CUDA only: see amp_dtype); "": float32
 
     def __post_init__(self):
         object.__setattr__(self, "betas", tuple(self.betas))  # from JSON a list: the same key
@@ -77,6 +84,10 @@ class RunConfig:
             raise ValueError(f"epochs and batch_size must be >= 1 and lr > 0, got {self}")
         if self.warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.compile not in COMPILE_MODES:
+            raise ValueError(f"compile must be one of {COMPILE_MODES}, got {self.compile!r}")
+        if self.amp not in AMP_DTYPES:
+            raise ValueError(f"amp must be one of {tuple(AMP_DTYPES)}, got {self.amp!r}")
         if self.world_size < 1 or (self.sync_bn and self.world_size == 1):
             raise ValueError(f"world_size must be >= 1, and sync_bn needs more than one, got {self}")
 
@@ -97,6 +108,9 @@ ADDED_FIELDS = {
     "betas": (0.9, 0.999),
     "eps": 1e-8,
     "augment": (),
+    "channels_last": False,
+    "compile": "",
+    "amp": "",
 }
 
 
@@ -111,8 +125,42 @@ def naming_fields(fields: dict) -> dict:
     return {name: value for name, value in fields.items() if not (name in ADDED_FIELDS and at_default(name))}
 
 
+def amp_dtype(config: RunConfig, device) -> torch.dtype | None:
+    """The dtype the run's forward autocasts to on ``device`` (None: float32). bfloat16 runs on the
+    CPU and CUDA; float16 on CUDA only: CPUs without AVX512-FP16 or AMX-FP16 emulate its
+    convolutions (slower than float32), and bfloat16 has float32's range, so it needs no loss
+    scaling. A ValueError that says so for fp16 on the CPU."""
+    dtype = AMP_DTYPES[config.amp]
+    if dtype == torch.float16 and torch.device(device).type == "cpu":
+        raise ValueError(
+            "amp fp16 runs on CUDA only: on the CPU use bf16 (float32's range, no loss scaling; "
+            "float16 convolutions are emulated on CPUs without AVX512-FP16/AMX-FP16)"
+        )
+    return dtype
+
+
+def memory_format(config: RunConfig) -> torch.memory_format:
+    """The layout the run's model weights and batches are in."""
+    return torch.channels_last if config.channels_last else torch.contiguous_format
+
+
+def compile_model(config: RunConfig, module: torch.nn.Module) -> torch.nn.Module:
+    """``module`` as the run calls it: itself, or torch.compile's inductor in the config's mode,
+    made reproducible: static shapes (``dynamic=False``: each batch shape gets its own graph, so a
+    step's code never depends on which shapes came before it, and a resumed run compiles what an
+    uninterrupted one did) and inductor's deterministic mode (no choice by timing: max-autotune
+    picks its kernels by rule)."""
+    if not config.compile:
+        return module
+    import torch._inductor  # 1-2 s to import: only for runs that compile
+
+    options = torch._inductor.list_mode_options(config.compile) | {"deterministic": True}
+    return torch.compile(module, dynamic=False, options=options)
+
+
 def build_model(config: RunConfig, dataset: Dataset, device="cpu") -> torch.nn.Module:
-    """The run's model, initialized from the run's "init" stream: the same weights on every device."""
+    """The run's model, initialized from the run's "init" stream: the same weights on every device
+    (and in either layout: channels_last only lays the 4-D weights out differently)."""
     torch.manual_seed(derive_seed(config.seed, "init"))
     extra = dict(config.model_config)
     if models.builder_accepts(config.model, "input_size"):
@@ -127,7 +175,7 @@ def build_model(config: RunConfig, dataset: Dataset, device="cpu") -> torch.nn.M
     )
     if config.init == "xavier":
         init_glorot(model, (torch.nn.Conv2d, torch.nn.Linear), zero_biases=False)
-    return model.to(device)
+    return model.to(device, memory_format=memory_format(config))
 
 
 def training_augmentation(config: RunConfig, dataset: Dataset):
