@@ -14,7 +14,7 @@ CUDA_CHECK_DIR ?= build/cuda-check
 PY := $(VENV)/bin/python
 SOURCES := setup.py pyproject.toml $(shell find csrc -type f 2>/dev/null)
 
-.PHONY: run report reference figure demo test test-fast bench check-cuda check-cuda-emu check-gpu gpu-wheels lint format clean
+.PHONY: run report reference figure demo test test-fast check-compile-zoo bench check-cuda check-cuda-emu check-gpu gpu-wheels lint format clean
 
 # A venv with torch, the build tools (--no-build-isolation uses the venv's own), then our package.
 # $(1): venv dir, $(2): torch spec.
@@ -68,6 +68,11 @@ test: $(VENV)/.installed
 # 100+ layers, the fuzz; tests/conftest.py marks them). make test runs everything.
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not slow"
+
+# Every model of the zoo compiled (torch.compile, inductor, fullgraph) on the custom backend against
+# eager, both layouts; make test compiles one model of each family (tests/test_compile.py).
+check-compile-zoo: $(VENV)/.installed
+	CNNREPRO_COMPILE_ZOO=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_compile.py
 
 # Every kernel and whole model, custom vs native. Writes reports/bench/<machine>-torch<version>.json
 # (pytest-benchmark's), the CSVs the report reads, and a numbered copy in reports/bench/history
