@@ -3,11 +3,11 @@
 // include path (stand-ins for the CUDA stream and device guard).
 //
 // What it models: a launch's grid (x only) runs block after block; each block's threads are real OS
-// threads, so __shared__ arrays are shared by them (one array per kernel instantiation, reused by
-// the next block) and __syncthreads() is a barrier of the block's threads. blockIdx, threadIdx,
-// blockDim and gridDim are each thread's own. Device min/max are std's. Every launch's shape is
-// checked against CUDA's limits (check_launch_shape: an error, as CUDA's own refusal would be) and
-// recorded with the index width the kernel was instantiated for (launch_log).
+// threads (a pool started once and reused by every launch), so __shared__ arrays are shared by them
+// (one array per kernel instantiation, reused by the next block) and __syncthreads() is a barrier
+// of the block's threads. blockIdx, threadIdx, blockDim and gridDim are each thread's own. Device
+// min/max are std's. Every launch's shape is checked against CUDA's limits (check_launch_shape: an
+// error, as CUDA's own refusal would be) and recorded with the index width of its kernel (launch_log).
 //
 // Knobs the tests turn (settings): the elementwise kernels' grid cap, lowered (default 3 blocks)
 // so that small tensors walk the grid-stride loops more than once; the 32-bit index limit, lowered
@@ -24,8 +24,10 @@
 
 #include <algorithm>
 #include <barrier>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -85,28 +87,82 @@ inline void check_launch_shape(dim3 grid, dim3 block, int64_t shared_bytes) {
   if (grid.y != 1 || grid.z != 1 || block.y != 1 || block.z != 1) fail("only one-dimensional launches are modelled");
 }
 
-// kernel<<<grid, block>>>(args...) as body(): the block's threads start once and walk the grid's
-// blocks together, a barrier between blocks, so a block starts only when the last one has finished.
-// Not a template: compiled once, not once per kernel instantiation (the sanitized builds' time).
-inline void run_grid(dim3 grid, dim3 block, const std::function<void()>& body) {
-  const unsigned int threads = block.x;
-  std::barrier<> barrier(threads);
-  std::vector<std::thread> pool;
-  pool.reserve(threads);
-  for (unsigned int t = 0; t < threads; ++t) {
-    pool.emplace_back([&, t] {
-      thread_index = dim3(t);
-      block_dim = block;
-      grid_dim = grid;
-      block_barrier = &barrier;
-      for (unsigned int b = 0; b < grid.x; ++b) {
-        block_index = dim3(b);
-        body();
-        barrier.arrive_and_wait();
-      }
-    });
+// The threads that run the launches: started once, as many as the largest block so far, and reused
+// by every launch (starting a block's threads anew for each launch cost ten times the launch's own
+// work under TSan). run(n, job) calls job(t) on threads t = 0..n-1 and returns when all have
+// returned; its mutex orders one launch's memory accesses before the next's, as a stream does.
+class ThreadPool {
+ public:
+  ~ThreadPool() {
+    {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;
+    }
+    start_.notify_all();
+    for (auto& worker : workers_) worker.join();
   }
-  for (auto& thread : pool) thread.join();
+
+  void run(unsigned int threads, const std::function<void(unsigned int)>& job) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    while (workers_.size() < threads) {
+      const auto t = static_cast<unsigned int>(workers_.size());
+      workers_.emplace_back([this, t] { work(t); });
+    }
+    job_ = &job;
+    active_ = pending_ = threads;
+    ++generation_;
+    start_.notify_all();
+    done_.wait(lock, [&] { return pending_ == 0; });
+    job_ = nullptr;
+  }
+
+ private:
+  void work(unsigned int t) {
+    uint64_t seen = 0;  // a thread started by a run takes part in it: its generation is past 0
+    std::unique_lock<std::mutex> lock(mutex_);
+    for (;;) {
+      start_.wait(lock, [&] { return stopping_ || generation_ != seen; });
+      if (stopping_) return;
+      seen = generation_;
+      if (t >= active_) continue;
+      const std::function<void(unsigned int)>* job = job_;
+      lock.unlock();
+      (*job)(t);
+      lock.lock();
+      if (--pending_ == 0) done_.notify_one();
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable start_, done_;
+  std::vector<std::thread> workers_;
+  const std::function<void(unsigned int)>* job_ = nullptr;
+  unsigned int active_ = 0, pending_ = 0;
+  uint64_t generation_ = 0;
+  bool stopping_ = false;
+};
+
+inline ThreadPool& thread_pool() {
+  static ThreadPool pool;
+  return pool;
+}
+
+// kernel<<<grid, block>>>(args...) as body(): the block's threads walk the grid's blocks together,
+// a barrier between blocks, so a block starts only when the last one has finished. Not a template:
+// compiled once, not once per kernel instantiation (the sanitized builds' time).
+inline void run_grid(dim3 grid, dim3 block, const std::function<void()>& body) {
+  std::barrier<> barrier(block.x);
+  thread_pool().run(block.x, [&](unsigned int t) {
+    thread_index = dim3(t);
+    block_dim = block;
+    grid_dim = grid;
+    block_barrier = &barrier;
+    for (unsigned int b = 0; b < grid.x; ++b) {
+      block_index = dim3(b);
+      body();
+      barrier.arrive_and_wait();
+    }
+  });
 }
 
 template <typename Kernel>
