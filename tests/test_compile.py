@@ -8,10 +8,13 @@ check-compile-zoo)."""
 
 import copy
 import os
+import re
 
 import pytest
 import torch
+import torch._functorch.config
 import torch._inductor.config
+from torch._inductor.utils import run_and_get_code
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from cnnrepro import models, ops
@@ -214,6 +217,38 @@ def test_the_ops_compile_in_one_graph_with_the_eager_bits(layout):
     assert out.is_contiguous(memory_format=memory_format) and inference.is_contiguous(
         memory_format=memory_format
     )
+
+
+def test_the_ops_declare_a_flexible_layout():
+    for name in OPS:
+        tags = getattr(torch.ops.cnnrepro, name).default.tags
+        assert torch.Tag.flexible_layout in tags and torch.Tag.needs_exact_strides not in tags, name
+
+
+def test_inductors_layout_optimization_runs_through_the_ops():
+    """On the CPU inductor moves every convolution to channels-last; our ops between two of them
+    then take and give channels-last as they come, with no copy back to the NCHW eager saw: no
+    kernel of the compiled code is there for them (inductor names a copy after the op it feeds)."""
+    torch.manual_seed(0)
+    conv1, conv2 = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(8, 8, 3, padding=1)
+    weight, gamma, beta = torch.randn(8, 8, 3, 3), torch.rand(8) + 0.5, torch.randn(8)
+    mean, var = torch.randn(8), torch.rand(8) + 0.5
+
+    def net(x):
+        y = ops.conv_bn_relu(conv1(x), weight, None, gamma, beta, mean, var, False, 0.1, 1e-5, 1, 1)
+        y = ops.max_pool2d_with_argmax(ops.lrn(y, 3), 2)[0]
+        return conv2(y).relu()
+
+    x = torch.randn(2, 3, 12, 12)
+    # Compiled afresh: inductor's caches do not key on op tags, so a graph cached before would do.
+    no_cache = torch._inductor.config.patch(fx_graph_cache=False)
+    with no_cache, torch._functorch.config.patch(enable_autograd_cache=False), torch.no_grad():
+        out, (code,) = run_and_get_code(torch.compile(net, fullgraph=True, dynamic=False), x)
+        torch.testing.assert_close(out, net(x), rtol=1e-5, atol=1e-5)
+    kernels = re.findall(r"^(cpp_fused_\w+) = ", code, re.M)
+    assert kernels and "extern_kernels.convolution" in code
+    assert not [k for k in kernels if re.search("lrn|max_pool|conv_bn_relu", k)], kernels
+    assert all(call in code for call in ("cnnrepro.lrn", "cnnrepro.max_pool2d", "cnnrepro.conv_bn_relu_eval"))
 
 
 # --- Every model of the zoo ------------------------------------------------------------------------

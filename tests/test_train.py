@@ -258,3 +258,18 @@ def test_each_speed_setting_repeats_and_resumes_bit_for_bit(mnist5k, tmp_path, s
     assert resumed.weights_sha256 == uninterrupted.weights_sha256
     assert [e.train_loss for e in resumed.history] == [e.train_loss for e in uninterrupted.history]
     assert [e.test_loss for e in resumed.history] == [e.test_loss for e in uninterrupted.history]
+
+
+def test_the_float16_loss_scale_is_checkpointed(mnist5k):
+    """fp16 runs on CUDA only; its GradScaler (scale, growth tracker) round-trips through the
+    state's checkpoint as the generators do (the CPU's GradScaler stands in for CUDA's here)."""
+    config = RunConfig(**FAST)
+    state = TrainState.create(config, build_model(config, mnist5k), 8)
+    state.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=1)
+    state.scaler.scale(torch.ones((), requires_grad=True))  # the scale tensor exists from here on
+    state.scaler.update(512.0)
+    saved = state.state_dict()
+    assert saved["grad_scaler"]["scale"] == 512.0
+    state.scaler.update(64.0)
+    state.load_state_dict(saved)
+    assert state.scaler.get_scale() == 512.0

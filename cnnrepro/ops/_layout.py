@@ -31,6 +31,26 @@ def empty_in_kernel_layout(x: torch.Tensor, shape=None, dtype=None) -> torch.Ten
     )
 
 
+# torch.compile's inductor decides what strides a custom op's inputs must have from its layout tag.
+# Untagged ops get torch's default, needs_exact_strides: every input copied back to the strides eager
+# saw, so where inductor's layout optimization moves the convolutions around our ops to channels-last
+# (it does on the CPU whenever a graph has one), each of our ops would sit between two copies.
+# Ours take any strides and return the layout kernel_memory_format picks (the fake kernels mirror
+# it, stride for stride: tests/test_compile.py), so they are flexible_layout.
+LAYOUT_TAG = torch.Tag.flexible_layout
+_LAYOUT_TAGS = (torch.Tag.flexible_layout, torch.Tag.needs_fixed_stride_order, torch.Tag.needs_exact_strides)
+
+
+def declare_flexible_layout(*names: str) -> None:
+    """Tags ``torch.ops.cnnrepro.<name>`` flexible_layout. The tag belongs in the schema
+    (csrc/registration.cpp, ``m.def(schema, {at::Tag::flexible_layout})``); where _C was built without
+    it, it is set on the Python overload, which is where inductor reads it."""
+    for name in names:
+        overload = getattr(torch.ops.cnnrepro, name).default
+        if LAYOUT_TAG not in overload.tags:
+            overload._tags = tuple(t for t in overload.tags if t not in _LAYOUT_TAGS) + (LAYOUT_TAG,)
+
+
 def check_same_device(
     op: str, x: torch.Tensor, reference: str = "input", **tensors: torch.Tensor | None
 ) -> None:

@@ -7,7 +7,13 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import conv_flop_count, register_flop_formula
 
 import cnnrepro._build  # noqa: F401  (loads _C, which defines the ops)
-from cnnrepro.ops._layout import check_same_device, index_int, int_pair, kernel_memory_format
+from cnnrepro.ops._layout import (
+    check_same_device,
+    declare_flexible_layout,
+    index_int,
+    int_pair,
+    kernel_memory_format,
+)
 
 
 def conv_bn_relu(
@@ -228,3 +234,6 @@ def _train_backward_fake(grad_output, x, weight, conv_out, mean, var, bn_weight,
     grad_weight = grad_weight if mask[1] else weight.new_empty(0)
     grad_bias = x.new_empty(channels) if mask[2] else x.new_empty(0)
     return grad_input, grad_weight, grad_bias, x.new_empty(channels), x.new_empty(channels)
+
+
+declare_flexible_layout("conv_bn_relu_train", "conv_bn_relu_eval", "conv_bn_relu_train_backward")

@@ -4,7 +4,7 @@ import torch
 
 import cnnrepro._build  # noqa: F401  (loads _C, which defines the ops)
 from cnnrepro.ops import reference
-from cnnrepro.ops._layout import check_same_device, empty_in_kernel_layout, index_int
+from cnnrepro.ops._layout import check_same_device, declare_flexible_layout, empty_in_kernel_layout, index_int
 
 
 def lrn(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0) -> torch.Tensor:
@@ -84,3 +84,5 @@ def _lrn_double_backward(ctx, grad_grad_input):
 torch.library.register_autograd(
     "cnnrepro::lrn_backward", _lrn_double_backward, setup_context=_lrn_backward_setup_context
 )
+
+declare_flexible_layout("lrn", "lrn_backward")

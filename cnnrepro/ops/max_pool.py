@@ -3,7 +3,7 @@
 import torch
 
 import cnnrepro._build  # noqa: F401  (loads _C, which defines the ops)
-from cnnrepro.ops._layout import check_same_device, empty_in_kernel_layout, int_pair
+from cnnrepro.ops._layout import check_same_device, declare_flexible_layout, empty_in_kernel_layout, int_pair
 
 
 def _pair(value, name: str) -> list[int]:
@@ -111,3 +111,5 @@ def _double_backward(ctx, grad_grad_input):
 torch.library.register_autograd(
     "cnnrepro::max_pool2d_with_argmax_backward", _double_backward, setup_context=_backward_setup_context
 )
+
+declare_flexible_layout("max_pool2d_with_argmax", "max_pool2d_with_argmax_backward")
