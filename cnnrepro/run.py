@@ -6,7 +6,6 @@ It only wires the pieces: experiments plan the runs, data loads the dataset, tra
 
 import argparse
 import dataclasses
-import fnmatch
 import importlib.util
 import math
 import os
@@ -25,7 +24,7 @@ from cnnrepro.data import (
     DownloadError,
     check_dataset_name,
     dataset_label,
-    dataset_resolution,
+    default_data_dir,
     list_datasets,
     load_dataset,
 )
@@ -39,16 +38,32 @@ from cnnrepro.executors import (
     ray_missing_message,
     run_environment,
 )
-from cnnrepro.experiments import OPT_IN_SUITES, PROFILES, SUITES, Shard, plan_runs, too_small_inputs
+from cnnrepro.experiments import (
+    NAMED_SUITES,
+    PROFILES,
+    SELECTED,
+    PlanError,
+    Request,
+    Shard,
+    shipped_reference,
+)
+from cnnrepro.experiments.planning import (
+    check_batches_split,
+    check_input_sizes,
+    decode_size,
+    plan_suite,
+    selected_models,
+    speed_settings,
+    suite_seeds,
+)
 from cnnrepro.files import remove_stale_temp_files
 from cnnrepro.report import write_report
 from cnnrepro.report.compare import compare, load_store, verdict_counts
-from cnnrepro.store import RUNS_CSV, ResultsStore, StoreError
+from cnnrepro.store import ResultsStore, StoreError
 from cnnrepro.train import (
     AMP_DTYPES,
     COMPILE_MODES,
     Replicas,
-    RunConfig,
     TorchrunWorld,
     numerics_settings,
     set_deterministic,
@@ -56,12 +71,10 @@ from cnnrepro.train import (
     train_examples,
 )
 
-NAMED_SUITES = SUITES | OPT_IN_SUITES  # --suite's choices; --all runs SUITES alone
 FP16_ON_CPU = "float16 autocast runs on CUDA only; on the CPU use --amp bf16"
-REFERENCES = Path(__file__).resolve().parent.parent / "reports" / "reference"  # shipped with the code
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m cnnrepro.run",
         description="Train the classic CNNs under fixed seeds and record the results.",
@@ -184,6 +197,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         action="store_true",
         help="drop damaged rows of the store (a copy is kept) and record those runs again from checkpoints",
     )
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command's arguments, and the checks that need more than one of them or the machine
+    (a GPU, torchrun, TensorBoard): argparse's usage errors, exit 2."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     if not (args.all or args.suite or args.models or args.list):
         parser.error("say what to run: --all, --suite NAME, --models PATTERN... (or --list)")
@@ -240,33 +260,33 @@ def _positive(text: str) -> int:
     return value
 
 
-def selected_models(args, profile) -> list[tuple[str, str]]:
-    """(suite, model) pairs to run, in suite order: the suites' models but those the profile leaves
-    out, unless --models names them exactly (a pattern such as 'plain*' keeps them out)."""
-    suites = sorted(SUITES) if args.all or (args.models and not args.suite) else args.suite
-    pairs = [(suite, model) for suite in suites for model in NAMED_SUITES[suite]]
-    if not args.models:
-        return [(suite, model) for suite, model in pairs if model not in profile.left_out]
-    known = models.list_models()
-    unknown = [p for p in args.models if not fnmatch.filter(known, p)]
-    if unknown:
-        print(f"error: --models {' '.join(unknown)} matches no model; see --list", file=sys.stderr)
-        raise SystemExit(2)  # a usage error, as every other bad argument
+def plan_request(args) -> Request:
+    """What the command's arguments ask the planner for."""
+    return Request(
+        all_suites=args.all,
+        suites=tuple(args.suite or ()),
+        models=tuple(args.models or ()),
+        seeds=tuple(args.seeds or ()),
+        epochs=args.epochs,
+        backend=args.backend,
+        channels_last=args.channels_last,
+        compile=args.compile,
+        amp=args.amp,
+        sync_bn=args.sync_bn,
+        shard=args.shard,
+    )
 
-    def chosen(model: str) -> bool:
-        matched = any(fnmatch.fnmatch(model, pattern) for pattern in args.models)
-        return matched and (model not in profile.left_out or model in args.models)
 
-    in_suites = [(suite, model) for suite, model in pairs if chosen(model)]
-    held = {model for _, model in pairs}
-    outside = [model for model in known if chosen(model) and model not in held]
-    if outside and args.suite:
+def plan_command(request: Request, profile, dataset_name: str, world_size: int):
+    """The command's plan (experiments.planning), noting models that run outside the suites asked for."""
+    outside = [model for suite, model in selected_models(request, profile) if suite == SELECTED]
+    if outside and request.suites:
         print(
-            f"note: {' '.join(outside)} in no suite asked for (--suite {' '.join(suites)}): "
-            "trained as suite 'selected'",
+            f"note: {' '.join(outside)} in no suite asked for (--suite {' '.join(request.suites)}): "
+            f"trained as suite '{SELECTED}'",
             file=sys.stderr,
         )
-    return in_suites + [("selected", model) for model in outside]
+    return plan_suite(request, profile, dataset_name, world_size)
 
 
 def print_listing() -> None:
@@ -278,8 +298,9 @@ def print_listing() -> None:
 
 def environment(args, device: str, threads: int, world, plan, dataset) -> dict:
     """env.json: the command, the machine, the build and settings, each planned suite's seeds, how
-    the runs were spread, and the dataset's notes (an image folder's content hash and skipped files)."""
-    profile = PROFILES[args.profile]
+    the runs were spread, the data directory (where inspect and the report find the dataset again)
+    and the dataset's notes (an image folder's content hash and skipped files)."""
+    profile, request = PROFILES[args.profile], plan_request(args)
     suites = dict.fromkeys(suite for suite, _ in plan)
     return run_environment(device) | {
         "threads": threads,
@@ -298,9 +319,10 @@ def environment(args, device: str, threads: int, world, plan, dataset) -> dict:
         "build_info": cnnrepro.build_info(),
         "numerics": numerics_settings(),
         "profile": dataclasses.asdict(profile),
-        "seeds": {suite: list(suite_seeds(args, profile, suite)) for suite in suites},
+        "seeds": {suite: list(suite_seeds(request, profile, suite)) for suite in suites},
         "backend": args.backend,
-        "speed": speed_settings(args, profile),  # every run's (in runs.csv's config too)
+        "speed": speed_settings(request, profile),  # every run's (in runs.csv's config too)
+        "data_dir": str(Path(args.data_dir or default_data_dir()).resolve()),
         "dataset": {"name": dataset.name, **dataset.notes},
     }
 
@@ -320,73 +342,6 @@ def check_writable_directory(path: Path, what: str) -> None:
         raise UsageError(f"{what} {path} is not a directory{below}")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UsageError(f"{what} {path} is not writable ({existing} is read-only to this user)")
-
-
-def suite_seeds(args, profile, suite: str) -> tuple[int, ...]:
-    """The seeds a suite trains: --seeds, else the profile's for that suite."""
-    return tuple(args.seeds) if args.seeds else profile.seeds(suite)
-
-
-def speed_settings(args, profile) -> dict:
-    """channels_last, compile and amp as every planned run takes them: the command's, else the
-    profile's (RunConfig's fields of the same names; "off" is the default, "")."""
-    given = {"channels_last": args.channels_last, "compile": args.compile, "amp": args.amp}
-    chosen = {name: getattr(profile, name) if value is None else value for name, value in given.items()}
-    return {name: "" if value == "off" else value for name, value in chosen.items()}
-
-
-def plan_suite(args, profile, dataset_name: str, world_size: int = 1) -> list[tuple[str, RunConfig]]:
-    """(suite, config) of every planned run: in this shard if --shard, for torchrun's world size,
-    as fast as the command asks."""
-    parallel = {"world_size": world_size, "sync_bn": args.sync_bn} if world_size > 1 else {}
-    parallel |= speed_settings(args, profile)
-    plan = [
-        (suite, dataclasses.replace(config, **parallel))
-        for suite, model in selected_models(args, profile)
-        for config in plan_runs(
-            [model], profile, suite_seeds(args, profile, suite), dataset_name, args.backend, args.epochs
-        )
-    ]
-    return [
-        (suite, config)
-        for suite, config in first_of_each_key(plan)
-        if args.shard is None or args.shard.holds(config.key())
-    ]
-
-
-def first_of_each_key(plan: list[tuple[str, RunConfig]]) -> list[tuple[str, RunConfig]]:
-    """The plan with each config once, under the first suite that plans it: two suites can hold one
-    run (under quick, the degradation and identity suites both train resnet20)."""
-    firsts = {}
-    for suite, config in plan:
-        firsts.setdefault(config.key(), (suite, config))
-    return list(firsts.values())
-
-
-def decode_size(plan) -> int | None:
-    """The side an image folder is decoded at: the largest planned input size (None: the default)."""
-    return max((config.input_size for _, config in plan if config.input_size), default=None)
-
-
-def check_input_sizes(plan, profile, dataset_name: str) -> None:
-    """UsageError if a planned model's input is too small for its layers (before any download)."""
-    resolution = dataset_resolution(dataset_name, decode_size(plan))
-    small = too_small_inputs([config for _, config in plan], resolution)
-    if small:
-        raise UsageError(
-            f"the {profile.name} profile on {dataset_name} plans {'; '.join(small)}: each would fail at "
-            "its first batch. Leave them out (--models names the others), or give them an input size "
-            "in the profile's recipes"
-        )
-
-
-def check_batches_split(plan, dataset, world_size: int) -> None:
-    """UsageError unless every planned run's batches split over torchrun's processes."""
-    for _, config in plan:
-        try:
-            Replicas(0, world_size).check_batches(train_examples(config, dataset), config.batch_size)
-        except ValueError as error:
-            raise UsageError(f"{config.model} under torchrun: {error}") from None
 
 
 def pick_device(args, ray_executor) -> str:
@@ -415,10 +370,9 @@ def main(argv=None) -> int:
     dataset_name = args.dataset or profile.dataset
     out = args.out or Path("reports") / f"{profile.name}-{dataset_label(dataset_name)}"
     world = torchrun_world()
-    # Everything the command asks for is checked before anything is written.
-    plan = plan_suite(args, profile, dataset_name, world.size if world else 1)
     executor = None
-    try:
+    try:  # everything the command asks for is checked before anything is written
+        plan = plan_command(plan_request(args), profile, dataset_name, world.size if world else 1)
         check_input_sizes(plan, profile, dataset_name)
         check_writable_directory(out, "--out")
         if args.checkpoint_dir:
@@ -443,7 +397,7 @@ def main(argv=None) -> int:
             store.write_env(environment(args, device, threads, world, plan, dataset))
         jobs = replicas.from_rank0(planned_jobs(args, plan, store, device, threads) if store else None)
         return run_plan(args, plan, jobs, dataset, store, executor)
-    except (UsageError, DownloadError, DatasetError, StoreError, ExecutorError) as error:
+    except (UsageError, PlanError, DownloadError, DatasetError, StoreError, ExecutorError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except OSError as error:  # a full disk, a read-only mount: files are replaced whole, never torn
@@ -545,7 +499,14 @@ def run_plan(args, plan, jobs: list[Job], dataset, store: ResultsStore | None, e
         print(f"report: {index}")
     for model, error in failures:
         print(f"FAILED {model}: {error}", file=sys.stderr)
-    return 1 if failures else 0
+    mismatched = [row for row in rows if row["determinism"] == "MISMATCH"]
+    for row in mismatched:
+        print(
+            f"MISMATCH {row['model']} seed {row['seed']}: trained twice (--verify-determinism), "
+            "the weights differ",
+            file=sys.stderr,
+        )
+    return 1 if failures or mismatched else 0
 
 
 def reference_store(args) -> Path | None:
@@ -553,11 +514,7 @@ def reference_store(args) -> Path | None:
     the profile and dataset if there is one; None with --no-compare."""
     if args.no_compare:
         return None
-    if args.against:
-        return args.against
-    profile = PROFILES[args.profile]
-    shipped = REFERENCES / f"{profile.name}-{dataset_label(args.dataset or profile.dataset)}"
-    return shipped if (shipped / RUNS_CSV).exists() else None
+    return args.against or shipped_reference(args.profile, args.dataset or PROFILES[args.profile].dataset)
 
 
 def print_verdicts(directory: Path, reference: Path) -> pd.DataFrame | None:

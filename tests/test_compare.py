@@ -11,10 +11,9 @@ import pandas as pd
 import pytest
 
 from cnnrepro.compare import main as compare_main
-from cnnrepro.experiments import PROFILES
+from cnnrepro.experiments import PROFILES, REFERENCES, Request, plan_suite
 from cnnrepro.report import write_report
 from cnnrepro.report.compare import DEFAULT_TOLERANCE, VERDICTS, compare, load_store
-from cnnrepro.run import REFERENCES, parse_args, plan_suite
 from cnnrepro.store import (
     ENV_JSON,
     RESULT_CHECKS,
@@ -196,6 +195,6 @@ def test_the_shipped_reference_loads_and_has_the_current_schema():
     assert compare(store, store)["verdict"].eq("identical").all()
     assert not (reference / "checkpoints").exists()
     # It holds make run's plan, run for run: a recipe change needs make reference.
-    args = parse_args(["--all"])
-    plan = plan_suite(args, PROFILES[args.profile], PROFILES[args.profile].dataset)
+    quick = PROFILES["quick"]  # make run's: python -m cnnrepro.run --all
+    plan = plan_suite(Request(all_suites=True), quick, quick.dataset)
     assert set(store.runs["key"]) == {config.key() for _, config in plan}, "make reference is due"

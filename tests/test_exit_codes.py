@@ -1,7 +1,7 @@
 """One exit-code contract for every command (docs/running.md#exit-codes): 0 done, 1 the result
-differs (compare) or a run failed (run), 2 bad input or usage, 130 interrupted. Each code of each
-command where it applies, with the one line it says; in process (each command's main), and
-Ctrl-C for real, as a signal to the command's own process."""
+differs (compare) or a run failed or trained twice to other bits (run), 2 bad input or usage, 130
+interrupted. Each code of each command where it applies, with the one line it says; in process
+(each command's main), and Ctrl-C for real, as a signal to the command's own process."""
 
 import importlib
 import subprocess
@@ -124,6 +124,24 @@ def test_run_with_a_run_that_failed_exits_1(tmp_path, monkeypatch, capsys):
     assert "FAILED lenet5: planted failure" in capsys.readouterr().err
 
 
+def test_run_whose_verify_determinism_finds_a_mismatch_exits_1(tmp_path, monkeypatch, capsys):
+    """The second training of --verify-determinism ends with other weights, as a nondeterministic
+    kernel would make it: the run is recorded (runs.csv's determinism says MISMATCH), the exit is 1."""
+    executors = importlib.import_module("cnnrepro.executors")
+    train_run = executors.train_run
+
+    def other_bits_the_second_time(config, dataset, checkpoint_dir, *args, **kwargs):
+        result = train_run(config, dataset, checkpoint_dir, *args, **kwargs)
+        if checkpoint_dir.name == "verify":
+            result.weights_sha256 = "0" * 64
+        return result
+
+    monkeypatch.setattr(executors, "train_run", other_bits_the_second_time)
+    assert exit_code("cnnrepro.run", [*SMOKE, "--verify-determinism", "--out", str(tmp_path)]) == 1
+    assert "MISMATCH lenet5 seed 0: trained twice (--verify-determinism)" in capsys.readouterr().err
+    assert "MISMATCH" in (tmp_path / "runs.csv").read_text()
+
+
 # --- 2: bad input or usage ------------------------------------------------------------------
 
 
@@ -199,8 +217,12 @@ INTERRUPTIBLE_IDS = ["run", "compare", "report", "inspect", "demo"]
 
 @pytest.mark.parametrize(
     "name, argv, target",
-    [("cnnrepro.run", [*SMOKE, "--out", "{tmp}/out"], "cnnrepro.run.load_dataset"), *INTERRUPTIBLE],
-    ids=["run-loading", *INTERRUPTIBLE_IDS],
+    [
+        ("cnnrepro.run", [*SMOKE, "--out", "{tmp}/out"], "cnnrepro.run.plan_suite"),
+        ("cnnrepro.run", [*SMOKE, "--out", "{tmp}/out"], "cnnrepro.run.load_dataset"),
+        *INTERRUPTIBLE,
+    ],
+    ids=["run-planning", "run-loading", *INTERRUPTIBLE_IDS],
 )
 def test_ctrl_c_exits_130_with_one_line(name, argv, target, tmp_path, monkeypatch, capsys):
     interrupted_by(monkeypatch, target)

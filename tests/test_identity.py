@@ -5,11 +5,10 @@ import pandas as pd
 import pytest
 from test_report import record
 
-from cnnrepro.experiments import OPT_IN_SUITES, PROFILES, SUITES, plan_runs
+from cnnrepro.experiments import OPT_IN_SUITES, PROFILES, SUITES, Request, plan_runs, plan_suite
 from cnnrepro.models.facts import FAILS, HOLDS, NOT_MEASURED
 from cnnrepro.models.resnet import UNITS, unit_model
 from cnnrepro.report import claims, figures, tables, write_report
-from cnnrepro.run import parse_args, plan_suite
 from cnnrepro.store import ResultsStore
 
 # A final training loss per unit, ordered as the paper's Table 2 finds: full pre-activation lowest,
@@ -128,18 +127,18 @@ def test_table_2_and_3_numbers_are_compared_only_with_paper_runs():
     assert len(found) == 12, "Table 2's ten and Table 3's ResNet-1001 pair"
 
 
-def runner_plan(*argv) -> list:
-    args = parse_args([*argv, "--profile", "quick"])
-    return plan_suite(args, PROFILES["quick"], "mnist5k")
+def runner_plan(**request) -> list:
+    return plan_suite(Request(**request), PROFILES["quick"], "mnist5k")
 
 
 def test_the_runner_plans_the_identity_suite_only_when_named_and_each_run_once():
-    assert {(s, c.model) for s, c in runner_plan("--suite", "identity") if c.seed == 0} == {
+    assert {(s, c.model) for s, c in runner_plan(suites=("identity",)) if c.seed == 0} == {
         ("identity", unit_model(20, unit)) for unit in UNITS
     }
-    assert len(runner_plan("--suite", "identity")) == 15
-    assert not {c.model for _, c in runner_plan("--all")} & set(OPT_IN_SUITES["identity"]) - {"resnet20"}
-    both = runner_plan("--suite", "degradation", "--suite", "identity")
+    assert len(runner_plan(suites=("identity",))) == 15
+    everything = {c.model for _, c in runner_plan(all_suites=True)}
+    assert not everything & set(OPT_IN_SUITES["identity"]) - {"resnet20"}
+    both = runner_plan(suites=("degradation", "identity"))
     keys = [c.key() for _, c in both]
     assert len(keys) == len(set(keys)), "resnet20 trains once, under the first suite that plans it"
     assert {s for s, c in both if c.model == "resnet20"} == {"degradation"}

@@ -11,16 +11,15 @@ from PIL import Image
 
 from cnnrepro.data import load_dataset
 from cnnrepro.data.augment import KerasAugment
-from cnnrepro.experiments import PROFILES
+from cnnrepro.experiments import PROFILES, Request, plan_suite
 from cnnrepro.models.facts import FAILS, HOLDS, NOT_MEASURED
 from cnnrepro.report import claims
-from cnnrepro.run import main, parse_args, plan_suite
+from cnnrepro.run import main
 from cnnrepro.train import train_run
 
 
-def plan(argv: list[str]) -> dict:
-    args = parse_args(argv)
-    return {c.model: c for _, c in plan_suite(args, PROFILES["keras"], args.dataset or "oxflower17")}
+def plan(request: Request, dataset: str = "oxflower17") -> dict:
+    return {c.model: c for _, c in plan_suite(request, PROFILES["keras"], dataset)}
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +35,7 @@ def flowers(tmp_path_factory):
 
 
 def test_the_profile_plans_the_tutorials_recipes():
-    planned = plan(["--profile", "keras", "--suite", "keras"])
+    planned = plan(Request(suites=("keras",)))
     assert sorted(planned) == ["alexnet", "googlenet", "resnet34", "vgg16"]
     for model, config in planned.items():
         assert (config.dataset, config.optimizer, config.eps, config.weight_decay) == (
@@ -55,14 +54,14 @@ def test_the_profile_plans_the_tutorials_recipes():
             shear_range=0.2, zoom_range=0.2, horizontal_flip=True, centre_offset=0.5
         )
         assert config.lr == (1e-5 if model in ("vgg16", "googlenet") else 1e-3)
-    lenet = plan(["--profile", "keras", "--models", "lenet5", "--dataset", "mnist"])["lenet5"]
+    lenet = plan(Request(models=("lenet5",)), "mnist")["lenet5"]
     assert (lenet.dataset, lenet.lr, lenet.batch_size, lenet.epochs) == ("mnist", 1e-3, 32, 5)
     assert dict(lenet.model_config) == {"activation": "tanh", "pooling": "max"}
 
 
 @pytest.mark.parametrize("model", ["alexnet", "vgg16", "googlenet", "resnet34"])
 def test_each_recipe_trains_at_smoke_size(flowers, tmp_path, model):
-    config = plan(["--profile", "keras", "--suite", "keras"])[model]
+    config = plan(Request(suites=("keras",)))[model]
     small = dataclasses.replace(config, width=0.0625, input_size=64, epochs=1, dataset=f"folder:{flowers}")
     data = load_dataset(small.dataset, tmp_path / "data", size=64)
     result = train_run(small, data, tmp_path / "checkpoints")

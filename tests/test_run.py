@@ -9,9 +9,10 @@ import sys
 import pytest
 import torch
 
-from cnnrepro.data import dataset_resolution
-from cnnrepro.experiments import PROFILES, SUITES, plan_runs, too_small_inputs
-from cnnrepro.run import main, parse_args, plan_suite
+from cnnrepro.data import default_data_dir
+from cnnrepro.experiments import PROFILES, SUITES, plan_suite
+from cnnrepro.inspect.stored import recorded_data_dir
+from cnnrepro.run import main, parse_args, plan_request
 
 
 def read_csv(path):
@@ -36,6 +37,7 @@ def test_smoke_all_writes_every_file_with_every_model(smoke_all):
     assert {r["key"] for r in results} == {r["key"] for r in runs}
     env = json.loads((smoke_all / "env.json").read_text())
     assert env["build_info"]["torch_matches"] and env["profile"]["name"] == "smoke"
+    assert recorded_data_dir(env) == default_data_dir().resolve(), "inspect and the report read it"
     plain, residual = (next(r for r in runs if r["model"] == m) for m in ("plain20", "resnet20"))
     assert plain["params"] == residual["params"]
     # the report is written at the end
@@ -94,39 +96,6 @@ def test_bad_values_get_clear_errors(argv, message, tmp_path):
     assert proc.returncode == 2 and message in proc.stderr
 
 
-def planned(argv) -> dict:
-    """{suite: {(model, seed), ...}} of the runs the command plans."""
-    args = parse_args(argv)
-    profile = PROFILES[args.profile]
-    plan = {}
-    for suite, config in plan_suite(args, profile, profile.dataset):
-        plan.setdefault(suite, set()).add((config.model, config.seed))
-    return plan
-
-
-def test_the_quick_profile_plans_three_degradation_seeds_and_leaves_out_depth_110():
-    plan = planned(["--all"])
-    assert plan["classic"] == {(m, 0) for m in SUITES["classic"]}
-    kept = [m for m in SUITES["degradation"] if m not in ("plain110", "resnet110")]
-    assert plan["degradation"] == {(m, seed) for m in kept for seed in (0, 1, 2)}
-    # --seeds names every suite's seeds; --models runs a left-out model; smoke leaves none out
-    assert planned(["--all", "--seeds", "5"])["degradation"] == {(m, 5) for m in kept}
-    assert planned(["--models", "plain110"])["degradation"] == {("plain110", s) for s in (0, 1, 2)}
-    plain = {f"plain{depth}" for depth in (20, 32, 44, 56)}  # a pattern keeps the left-out one out
-    assert planned(["--models", "plain*"])["degradation"] == {(m, s) for m in plain for s in (0, 1, 2)}
-    assert {m for m, _ in planned(["--all", "--profile", "smoke"])["degradation"]} == set(
-        SUITES["degradation"]
-    )
-
-
-@pytest.mark.parametrize("profile", PROFILES.values(), ids=list(PROFILES))
-def test_every_profile_feeds_every_model_an_input_its_layers_accept(profile):
-    """The left-out models too: --models still runs them."""
-    every_model = [model for suite in SUITES.values() for model in suite]
-    plan = plan_runs(every_model, profile, [0])
-    assert too_small_inputs(plan, dataset_resolution(profile.dataset)) == []
-
-
 def test_a_model_fed_too_small_an_input_is_refused_before_anything_is_written(tmp_path, capsys):
     """The paper profile's recipes are for CIFAR's 32x32: on 28x28 digits VGG-11 and DenseNet get
     too little, each named with what it needs (AlexNet and NiN have their own input sizes)."""
@@ -157,22 +126,16 @@ def test_speed_flags_name_every_planned_run_and_are_recorded(tmp_path):
     otherwise: off), and env.json and runs.csv's config say what each run used."""
     profile = PROFILES["smoke"]
     argv = ["--profile", "smoke", "--models", "lenet5"]
-    default = plan_suite(parse_args(argv), profile, profile.dataset)
-    assert all((c.channels_last, c.compile, c.amp) == (False, "", "") for _, c in default)
-    fast = parse_args([*argv, "--channels-last", "--compile", "--amp", "bf16"])
-    assert {(c.channels_last, c.compile, c.amp) for _, c in plan_suite(fast, profile, profile.dataset)} == {
-        (True, "default", "bf16")
-    }
-    tuned = parse_args([*argv, "--compile", "max-autotune", "--amp", "off", "--no-channels-last"])
-    assert {(c.channels_last, c.compile, c.amp) for _, c in plan_suite(tuned, profile, profile.dataset)} == {
+
+    def speeds(*flags) -> set:
+        plan = plan_suite(plan_request(parse_args([*argv, *flags])), profile, profile.dataset)
+        return {(c.channels_last, c.compile, c.amp) for _, c in plan}
+
+    assert speeds() == {(False, "", "")}
+    assert speeds("--channels-last", "--compile", "--amp", "bf16") == {(True, "default", "bf16")}
+    assert speeds("--compile", "max-autotune", "--amp", "off", "--no-channels-last") == {
         (False, "max-autotune", "")
     }
-    keys = {
-        config.key()
-        for args in (parse_args(argv), fast, tuned)
-        for _, config in plan_suite(args, profile, "mnist5k")
-    }
-    assert len(keys) == 3
     out = tmp_path / "out"
     assert (
         main([*argv, "--channels-last", "--amp", "bf16", "--no-report", "--no-compare", "--out", str(out)])
