@@ -33,7 +33,14 @@ export KERNEL_BENCH_SELECT=${CHECK_GPU_KERNEL_BENCH_SELECT:-$DEVICE}
 export MODEL_BENCH_SELECT=${CHECK_GPU_MODEL_BENCH_SELECT:-test_model and $DEVICE and train and (resnet20 or alexnet)}
 export THROUGHPUT_MODEL=${CHECK_GPU_THROUGHPUT_MODEL:-resnet56}
 export THROUGHPUT_SECONDS=${CHECK_GPU_THROUGHPUT_S:-20}
-export SANITIZER_TESTS="tests/test_lrn.py tests/test_max_pool.py tests/test_conv_bn_relu.py"
+# Every op with CUDA kernels, by its file csrc/cuda/<op>.cu: its tests (tests/test_<op>.py) are the
+# ones compute-sanitizer runs, its benchmarks (benchmarks/test_bench_<op>.py) the kernel step's.
+OPS=$(for kernels in csrc/cuda/*.cu; do basename "$kernels" .cu; done)
+export SANITIZER_TESTS KERNEL_BENCHES
+# shellcheck disable=SC2086  # OPS is a list of names
+SANITIZER_TESTS=$(printf 'tests/test_%s.py ' $OPS)
+# shellcheck disable=SC2086
+KERNEL_BENCHES=$(printf 'benchmarks/test_bench_%s.py ' $OPS)
 export SANITIZER_SUBSET="cuda and not gradcheck and not opcheck and not hypothesis and not fuzz"
 SITE=build/gpu-site
 SKIPPED=77  # a step's exit code for "could not run here" (automake's convention)
@@ -164,8 +171,8 @@ bench() {  # bench NAME SELECT FILES...: the benchmarks FILES matching SELECT, i
 }
 
 kernel_bench() {
-    bench kernels "$KERNEL_BENCH_SELECT" benchmarks/test_bench_lrn.py benchmarks/test_bench_max_pool.py \
-        benchmarks/test_bench_conv_bn_relu.py
+    # shellcheck disable=SC2086  # KERNEL_BENCHES is a list of paths
+    bench kernels "$KERNEL_BENCH_SELECT" $KERNEL_BENCHES
 }
 
 model_bench() {

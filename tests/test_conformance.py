@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conformance_cases import (
+    INVALID,
     INVALID_PER_OP,
     VALID_PER_OP,
     block_args,
@@ -457,7 +458,7 @@ def test_fuzz_conv_bn_relu_matches_native():
 # ---- fuzz: invalid inputs, in a subprocess -------------------------------------------------------
 
 
-@pytest.mark.parametrize("op", ["max_pool2d", "lrn", "conv_bn_relu"])
+@pytest.mark.parametrize("op", sorted(INVALID))
 def test_fuzz_invalid_inputs_get_clear_errors(op):
     script = Path(__file__).with_name("conformance_cases.py")
     run = subprocess.run([sys.executable, str(script), op, "4"], capture_output=True, text=True, timeout=300)

@@ -21,8 +21,8 @@ def training_step(model: torch.nn.Module, size: int, in_channels: int):
 
 
 def build_with_every_option(name: str, size: int) -> torch.nn.Module:
-    """The model with its optional parts on (GoogLeNet's aux heads), at ``size``."""
-    config = {"aux_logits": True} if name == "googlenet" else {}
+    """The model with its optional parts on (ModelInfo.optional_parts: GoogLeNet's aux heads), at ``size``."""
+    config = dict(models.model_info(name).optional_parts)
     if models.builder_accepts(name, "input_size"):
         config["input_size"] = size
     return models.get_model(name, num_classes=5, width=WIDTH, **config)

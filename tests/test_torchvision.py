@@ -41,7 +41,7 @@ def test_torchvision_weights_give_torchvision_logits(name, backend):
             buffer.normal_(0, 0.1)
         elif buffer_name.endswith("running_var"):
             buffer.uniform_(0.5, 2.0)
-    ours_config = models.TORCHVISION_MODELS[name] | ({"aux_logits": True} if name == "googlenet" else {})
+    ours_config = models.TORCHVISION_MODELS[name] | dict(models.model_info(name).optional_parts)
     ours = models.get_model(name, num_classes=10, backend=backend, **ours_config).eval()
     models.load_torchvision_state_dict(ours, theirs.state_dict())
     size = SIZE.get(name[:3], 64)

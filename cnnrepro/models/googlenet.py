@@ -141,6 +141,7 @@ class GoogLeNet(torch.nn.Module):
     published_params=6_624_904,
     published_config=(("branch5_kernel", 3),),
     published_note="torchvision's 3x3 in the '5x5' branch",
+    optional_parts=(("aux_logits", True),),
     paper="Szegedy et al. Going deeper with convolutions. CVPR 2015",
 )
 def googlenet(

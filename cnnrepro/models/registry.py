@@ -31,6 +31,9 @@ class ModelInfo:
     published_digits: int | None = None  # significant digits the source gives; None: exact
     published_note: str = ""  # what the reader should know about the published config
     published_weights_only: bool = False  # the source counted conv and FC weights alone (no BN, no biases)
+    # Builder arguments that switch on the parts its defaults leave out (GoogLeNet's auxiliary
+    # heads): the tests that trace or transplant every module build the model with them.
+    optional_parts: tuple[tuple[str, object], ...] = ()
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
@@ -51,6 +54,7 @@ def register_model(
     published_digits: int | None = None,
     published_note: str = "",
     published_weights_only: bool = False,
+    optional_parts: tuple[tuple[str, object], ...] = (),
 ):
     """Registers the decorated builder under ``name``; a name can be registered once."""
 
@@ -76,6 +80,7 @@ def register_model(
             published_digits,
             published_note,
             published_weights_only,
+            optional_parts,
         )
         return builder
 
