@@ -44,6 +44,14 @@ SLOW_CALLS = re.compile(
 )
 
 
+def pytest_ignore_collect(collection_path, config):
+    """Under ``-m "not slow"`` (make test-fast), a module every test of which is slow is not even
+    imported: importing test_compile alone loads inductor (about 3 s of the inner loop's time)."""
+    if config.getoption("markexpr") == "not slow" and collection_path.stem in SLOW_MODULES:
+        return True
+    return None
+
+
 def pytest_configure(config):
     # Keep CPU tests fast and repeatable on the 2-core CI machine.
     torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -68,6 +76,7 @@ def _models_but_representatives() -> frozenset:
     return frozenset(models.list_models()) - representatives
 
 
+@functools.cache
 def _source_calls_slow_code(function) -> bool:
     try:
         return bool(SLOW_CALLS.search(inspect.getsource(function)))
