@@ -5,7 +5,7 @@ the environments where the bits differ, and the counts; writes the table to comp
 status (docs/running.md#exit-codes): 0 when nothing differs beyond noise, 1 when something does
 (for CI), 2 for bad input or usage (not two stores, an unwritable --out), 130 when interrupted.
 
-(This is the command line; the verdicts themselves are cnnrepro.report.compare's.)
+(This is the command line; the verdicts themselves are cnnrepro.report.verdicts's.)
 """
 
 import argparse
@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from cnnrepro.files import write_atomic
-from cnnrepro.report.compare import compare, load_store, reproduced, verdict_counts
+from cnnrepro.report.verdicts import compare, load_store, reproduced, verdict_counts
 from cnnrepro.store import StoreError
 
 SHOWN = ["model", "seed", "verdict", "test acc A", "test acc B", "tolerance", "environment differences"]

@@ -58,7 +58,7 @@ from cnnrepro.experiments.planning import (
 )
 from cnnrepro.files import remove_stale_temp_files
 from cnnrepro.report import write_report
-from cnnrepro.report.compare import compare, load_store, verdict_counts
+from cnnrepro.report.verdicts import compare, load_store, verdict_counts
 from cnnrepro.store import ResultsStore, StoreError
 from cnnrepro.train import (
     AMP_DTYPES,

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from cnnrepro.experiments import PROFILES, plan_runs
 from cnnrepro.files import write_atomic
 from cnnrepro.train import build_model, set_deterministic
-from cnnrepro.train.recipe import make_optimizer
+from cnnrepro.train.run_config import make_optimizer
 
 CIFAR10 = SimpleNamespace(num_classes=10, in_channels=3, image_size=32, train_examples=50_000)
 

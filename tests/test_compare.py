@@ -13,7 +13,7 @@ import pytest
 from cnnrepro.compare import main as compare_main
 from cnnrepro.experiments import PROFILES, REFERENCES, Request, plan_suite
 from cnnrepro.report import write_report
-from cnnrepro.report.compare import DEFAULT_TOLERANCE, VERDICTS, compare, load_store
+from cnnrepro.report.verdicts import DEFAULT_TOLERANCE, VERDICTS, compare, load_store
 from cnnrepro.store import (
     ENV_JSON,
     RESULT_CHECKS,

@@ -12,7 +12,7 @@ from cnnrepro import models
 from cnnrepro.experiments import PROFILES, SUITES, plan_runs
 from cnnrepro.models.googlenet import INCEPTION
 from cnnrepro.report.claims import D2L_TEST_ACC
-from cnnrepro.train.recipe import RunConfig, build_model
+from cnnrepro.train.run_config import RunConfig, build_model
 
 
 def conv(cin, cout, k, bias=True):

@@ -1,6 +1,6 @@
 """The reference results shipped with the code: one store per profile and dataset in
 ``reports/reference/<profile>-<dataset>/``, written by ``make reference``; the runner judges a
-command's runs against the one of its profile and dataset (``cnnrepro.report.compare``)."""
+command's runs against the one of its profile and dataset (``cnnrepro.report.verdicts``)."""
 
 from pathlib import Path
 

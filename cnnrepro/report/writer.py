@@ -9,8 +9,8 @@ import pandas as pd
 from cnnrepro.files import write_atomic
 from cnnrepro.report import figures, html, images, inside, tables
 from cnnrepro.report.claims import check_claims
-from cnnrepro.report.compare import DEFAULT_TOLERANCE, compare, load_store, verdict_counts
 from cnnrepro.report.results import Results, load_results
+from cnnrepro.report.verdicts import DEFAULT_TOLERANCE, compare, load_store, verdict_counts
 from cnnrepro.revision import code_revision
 
 SUMMARY_FORMATS = {

@@ -14,7 +14,8 @@ from cnnrepro.train.engine import (
     train_run,
     weights_sha256,
 )
-from cnnrepro.train.recipe import (
+from cnnrepro.train.replicas import GlobalBatchDropout, Replicas, TorchrunWorld, torchrun_world
+from cnnrepro.train.run_config import (
     AMP_DTYPES,
     COMPILE_MODES,
     RunConfig,
@@ -28,7 +29,6 @@ from cnnrepro.train.recipe import (
     naming_fields,
     train_examples,
 )
-from cnnrepro.train.replicas import GlobalBatchDropout, Replicas, TorchrunWorld, torchrun_world
 from cnnrepro.train.seeding import derive_seed, numerics_settings, set_deterministic
 from cnnrepro.train.state import TrainState
 

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from cnnrepro import models
 from cnnrepro.data import Dataset, Split, batches
 from cnnrepro.train.checkpoint import load_checkpoint, save_atomic
-from cnnrepro.train.recipe import RunConfig, build_model, training_augmentation
 from cnnrepro.train.replicas import Replicas
+from cnnrepro.train.run_config import RunConfig, build_model, training_augmentation
 from cnnrepro.train.state import TrainState
 
 

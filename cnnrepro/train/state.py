@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from cnnrepro.train.recipe import (
+from cnnrepro.train.replicas import Replicas
+from cnnrepro.train.run_config import (
     RunConfig,
     amp_dtype,
     compile_model,
@@ -22,7 +23,6 @@ from cnnrepro.train.recipe import (
     make_scheduler,
     memory_format,
 )
-from cnnrepro.train.replicas import Replicas
 from cnnrepro.train.seeding import derive_seed, generator
 
 

@@ -1,5 +1,6 @@
-"""A run's recipe: the config that names it, and what the config builds (the model, SGD with
-momentum or Adam, the per-iteration LR schedule). Reused by the runner, the benchmarks and users' scripts."""
+"""A run's config (``RunConfig``: its hash is the run's key), and what the config builds (the model,
+SGD with momentum or Adam, the per-iteration LR schedule). Reused by the runner, the benchmarks and
+users' scripts. (A profile's per-model settings are ``experiments.profiles.Recipe``.)"""
 
 import dataclasses
 import functools
