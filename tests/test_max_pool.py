@@ -138,6 +138,18 @@ def test_wide_rows_take_the_vectorized_path(device):
         assert_same_pool(x, (2, 3), stride, 1, 2, True)
 
 
+@pytest.mark.parametrize("interior", [7, 8, 9, 15, 16, 17, 33])
+def test_row_chunks_and_their_overlapping_tail(device, interior):
+    # A contiguous row's interior outputs go through the taps together, vectorized: counts around
+    # the vector widths (8 and 16 float32 lanes) exercise the vector loop's tails. Ties and NaN too.
+    for stride in (1, 2, 3):
+        width = (interior - 1) * stride + 3  # kernel 3, no padding: every output is interior
+        x = torch.randint(-2, 3, (2, 3, 5, width), device=device).float()
+        x[0, 1, 2, ::5] = float("nan")
+        assert_same_pool(x, 3, stride, 0, 1, False)
+        assert_same_pool(x, (2, 3), stride, (1, 0), 1, True)  # rows with padding, columns interior
+
+
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_window_wholly_in_the_padding(device, layout):
     # H=1, kernel 2 with dilation 2 and padding 1: the taps at rows -1 and +1 are both outside.

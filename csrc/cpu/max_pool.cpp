@@ -1,9 +1,11 @@
 // 2-D max pooling with argmax on the CPU.
 //
-// Contiguous (NCHW): one (n, c) plane per task, a row's interior windows tap by tap across the row
-// (vectorized); float32 planes too narrow for that are pooled per sample through a channels-last transpose.
-// Channels-last (NHWC): for each output position, the channels move through the window together;
-// float32 in explicit vectors of eight channels (vec8.h), four vectors at a time; other dtypes one by one.
+// Contiguous (NCHW): one (n, c) plane per task, row by row: float32 interior outputs eight adjacent
+// ones a vector, their maxima in registers through the window's taps (vec8.h); other dtypes tap by tap
+// across the row, auto-vectorized; float32 planes too narrow for either are pooled per sample through
+// a channels-last transpose. Windows hanging into the padding are scanned one by one.
+// Channels-last (NHWC): for each output position, tap by tap, each tap's channels in one sweep
+// (float32 eight lanes at a time); other dtypes channel by channel.
 // Backward: a scatter in output order, by tasks that own disjoint slices of the input gradient
 // (a plane; a block of channels of one sample), so it is deterministic and sums in native's order.
 #include <ATen/Dispatch.h>
@@ -12,6 +14,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstring>
 #include <limits>
 #include <tuple>
 #include <type_traits>
@@ -72,20 +75,80 @@ void forward_one(const scalar_t* x, scalar_t* y, int64_t* idx, const PoolGeometr
   *idx = best;
 }
 
-// Scratch for one row of outputs: the running maxima and the number of the tap that gave each.
-template <typename acc_t>
+// Whether every position of a plane fits the int32 lanes of the float32 vector scans.
+inline bool positions_fit_int32(const PoolGeometry& g) { return g.H * g.W <= std::numeric_limits<int32_t>::max(); }
+
+// Eight adjacent outputs' taps at one window tap: a row read at stride 1 or 2. The stride-2 load
+// reads p[0..14] (two overlapping vectors), never p[15], which may lie past the tensor's end.
+inline cpu::vec8::Floats load_row(const float* p, std::integral_constant<int64_t, 1>) { return cpu::vec8::load(p); }
+
+inline cpu::vec8::Floats load_row(const float* p, std::integral_constant<int64_t, 2>) {
+  return __builtin_shufflevector(cpu::vec8::load(p), cpu::vec8::load(p + 7), 0, 2, 4, 6, 9, 11, 13, 15);
+}
+
+// Float32 outputs [ow0, ow0 + 8 * kGroups) of one row, all interior: every tap of their windows in
+// row-major order with the maxima and their tap offsets in registers, eight outputs a vector;
+// several vectors per tap let their compare-and-select chains run side by side.
+template <int kGroups, typename Stride>
+inline void forward_row_groups(const float* x, float* y, int64_t* idx, const PoolGeometry& g, const Taps& rows,
+                               Stride sw, int64_t ow0) {
+  using namespace cpu::vec8;
+  const Window& w = g.win;
+  const int64_t col0 = ow0 * sw - w.pw;  // output ow0's first tap column
+  Floats best[kGroups];
+  Ints at[kGroups];  // the best tap's offset in the plane, less the output's own column step
+  for (int k = 0; k < kGroups; ++k) {
+    best[k] = splat(-std::numeric_limits<float>::infinity());
+    at[k] = splat(static_cast<int32_t>(rows.first * g.W + col0));  // native's index when all are -inf
+  }
+  for (int64_t ih = rows.first; ih < rows.end; ih += rows.step) {
+    for (int64_t j = 0; j < w.kw; ++j) {
+      const int32_t tap = static_cast<int32_t>(ih * g.W + col0 + j * w.dw);
+      for (int k = 0; k < kGroups; ++k) {
+        const Floats value = load_row(x + tap + k * kWidth * sw, sw);
+        const Ints take = (value > best[k]) | (value != value);
+        best[k] = take ? value : best[k];
+        at[k] = take ? splat(tap) : at[k];
+      }
+    }
+  }
+  const Ints step = Ints{0, 1, 2, 3, 4, 5, 6, 7} * static_cast<int32_t>(sw);
+  for (int k = 0; k < kGroups; ++k) {
+    store(y + ow0 + k * kWidth, best[k]);
+    store_widened(idx + ow0 + k * kWidth, at[k] + step + static_cast<int32_t>(k * kWidth * sw));
+  }
+}
+
+// Float32 interior outputs [lo, hi) of one row (at least eight): 32 at a time, then 16, then 8, the
+// last eight ending at hi (recomputing a few outputs, same results) instead of a scalar tail, whose
+// data-dependent branches mispredicted on random input.
+template <typename Stride>
+void forward_row_float(const float* x, float* y, int64_t* idx, const PoolGeometry& g, const Taps& rows, Stride sw,
+                       int64_t lo, int64_t hi) {
+  constexpr int64_t kWidth = cpu::vec8::kWidth;
+  int64_t ow = lo;
+  for (; ow + 4 * kWidth <= hi; ow += 4 * kWidth) forward_row_groups<4>(x, y, idx, g, rows, sw, ow);
+  for (; ow + 2 * kWidth <= hi; ow += 2 * kWidth) forward_row_groups<2>(x, y, idx, g, rows, sw, ow);
+  for (; ow < hi; ow += kWidth) forward_row_groups<1>(x, y, idx, g, rows, sw, std::min(ow, hi - kWidth));
+}
+
+// Scratch for one row of outputs: the running maxima and the offsets in the plane of the taps that
+// gave them, less each output's own column step. Offsets, not tap numbers: turning a tap number back
+// into an index took two integer divisions per output, the row scan's largest cost. Offset is int32
+// where the plane's positions fit (twice the lanes per vector), else int64.
+template <typename acc_t, typename Offset>
 struct RowScratch {
   std::vector<acc_t> best;
-  std::vector<int32_t> tap;
-  explicit RowScratch(int64_t n) : best(n), tap(n) {}
+  std::vector<Offset> at;
+  explicit RowScratch(int64_t n) : best(n), at(n) {}
 };
 
 // One (n, c) plane, row by row. Interior columns go tap by tap across the whole row, in the
 // window's row-major tap order (so ties resolve as in the scalar scan), with compare-and-select
 // that vectorizes; the edge columns, whose windows hang into the padding, are scanned one by one.
-template <typename scalar_t, typename Stride>
+template <typename scalar_t, typename Offset, typename Stride>
 void forward_plane(const scalar_t* x, scalar_t* y, int64_t* idx, const PoolGeometry& g, Stride sw,
-                   RowScratch<at::opmath_type<scalar_t>>& s) {
+                   RowScratch<at::opmath_type<scalar_t>, Offset>& s) {
   using acc_t = at::opmath_type<scalar_t>;
   const Window& w = g.win;
   const auto [lo, hi] = interior_columns(g);
@@ -96,36 +159,37 @@ void forward_plane(const scalar_t* x, scalar_t* y, int64_t* idx, const PoolGeome
     for (int64_t ow = 0; ow < lo; ++ow) forward_one(x, y_row + ow, idx_row + ow, g, rows, ow);
     for (int64_t ow = hi; ow < g.OW; ++ow) forward_one(x, y_row + ow, idx_row + ow, g, rows, ow);
     if (lo >= hi) continue;
+    if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<Offset, int32_t> &&
+                  !std::is_same_v<Stride, int64_t>) {
+      if (hi - lo >= cpu::vec8::kWidth) {
+        forward_row_float(x, y_row, idx_row, g, rows, sw, lo, hi);
+        continue;
+      }
+    }
 
-    const int64_t n = hi - lo;
+    const int64_t n = hi - lo, col0 = lo * sw - w.pw;  // col0: output lo's first tap column
     acc_t* best = s.best.data();
-    int32_t* tap = s.tap.data();
+    Offset* at = s.at.data();
     std::fill(best, best + n, -std::numeric_limits<acc_t>::infinity());
-    std::fill(tap, tap + n, 0);
-    int32_t t = 0;
+    std::fill(at, at + n, static_cast<Offset>(rows.first * g.W + col0));  // native's index when all are -inf
     for (int64_t ih = rows.first; ih < rows.end; ih += rows.step) {
-      for (int64_t j = 0; j < w.kw; ++j, ++t) {
-        const scalar_t* src = x + ih * g.W + lo * sw - w.pw + j * w.dw;
+      for (int64_t j = 0; j < w.kw; ++j) {
+        const Offset tap = static_cast<Offset>(ih * g.W + col0 + j * w.dw);
+        const scalar_t* src = x + tap;
         for (int64_t u = 0; u < n; ++u) {
           const acc_t value = static_cast<acc_t>(src[u * sw]);
           const bool take = takes_max(value, best[u]);
           best[u] = take ? value : best[u];
-          tap[u] = take ? t : tap[u];
+          at[u] = take ? tap : at[u];
         }
       }
     }
     for (int64_t u = 0; u < n; ++u) {
-      const int64_t ih = rows.first + (tap[u] / w.kw) * w.dh, iw = (lo + u) * sw - w.pw + (tap[u] % w.kw) * w.dw;
       y_row[lo + u] = static_cast<scalar_t>(best[u]);
-      idx_row[lo + u] = ih * g.W + iw;
+      idx_row[lo + u] = static_cast<int64_t>(at[u]) + u * sw;
     }
   }
 }
-
-// Channels-last float32 goes in explicit vectors of eight channels: the running maxima and their
-// positions (int32, so the plane must fit) stay in registers while the window is scanned. Other
-// dtypes, and the channels after the last group of eight, take the scalar scan.
-inline bool positions_fit_int32(const PoolGeometry& g) { return g.H * g.W <= std::numeric_limits<int32_t>::max(); }
 
 // The window of one output position: its in-bounds taps along each axis, and the first tap's
 // position (also native's index for a window wholly in the padding, which has no tap and gives -inf).
@@ -158,51 +222,58 @@ void forward_channel_channels_last(const scalar_t* x, scalar_t* y, int64_t* idx,
   idx[c] = where;
 }
 
-// Channels [c0, c0 + 8 * kGroups) of one output position, float32: the same scan, eight lanes per
-// group. Several groups per tap give the compare-and-select chains of different groups to run
-// side by side (one group alone waits on its own chain's latency at every tap).
-template <int kGroups>
-inline void forward_groups_channels_last(const float* x, float* y, int64_t* idx, const PositionWindow& pw,
-                                         const PoolGeometry& g, int64_t c0) {
+// One tap's compare-and-select for kLanes channels: the maxima in y, their positions in where. 16
+// lanes where the channels allow (one AVX-512 register, two AVX2 ones: half the loop's overhead of 8).
+template <int kLanes>
+inline void take_channels(const float* src, float* y, int32_t* where, int32_t pos) {
+  typedef float Floats __attribute__((vector_size(4 * kLanes)));
+  typedef int32_t Ints __attribute__((vector_size(4 * kLanes)));
+  Floats value, best;
+  Ints at;
+  std::memcpy(&value, src, sizeof value);
+  std::memcpy(&best, y, sizeof best);
+  std::memcpy(&at, where, sizeof at);
+  const Ints take = (value > best) | (value != value);
+  best = take ? value : best;
+  at = take ? Ints{} + pos : at;
+  std::memcpy(y, &best, sizeof best);
+  std::memcpy(where, &at, sizeof at);
+}
+
+// All channels of one output position, float32, tap by tap in row-major order: each tap's channels
+// are one contiguous run of the input, read in one sweep eight lanes at a time and compared with the
+// running maxima, kept in the output row itself, and their positions, kept in an int32 scratch row
+// (both C values, in L1). Scanning groups of channels through every tap instead (maxima in registers)
+// jumped between the window's taps every 128 bytes and waited on memory: 0.65x of native's time
+// at GoogLeNet's 8x8 maps, 0.70x at AlexNet's. The channels after the last eight take the scalar scan.
+void forward_position_channels_last_float(const float* x, float* y, int64_t* idx, int32_t* where,
+                                          const PositionWindow& pw, const PoolGeometry& g) {
   using namespace cpu::vec8;
-  Floats best[kGroups];
-  Ints where[kGroups];
-  for (int k = 0; k < kGroups; ++k) {
-    best[k] = splat(-std::numeric_limits<float>::infinity());
-    where[k] = splat(static_cast<int32_t>(pw.first));
-  }
+  const int64_t vector_end = g.C / kWidth * kWidth;
+  std::fill(y, y + vector_end, -std::numeric_limits<float>::infinity());
+  std::fill(where, where + vector_end, static_cast<int32_t>(pw.first));
   for (int64_t ih = pw.rows.first; ih < pw.rows.end; ih += pw.rows.step) {
     for (int64_t iw = pw.cols.first; iw < pw.cols.end; iw += pw.cols.step) {
       const int32_t pos = static_cast<int32_t>(ih * g.W + iw);
-      const float* src = x + pos * g.C + c0;
-      for (int k = 0; k < kGroups; ++k) {
-        const Floats value = load(src + k * kWidth);
-        const Ints take = (value > best[k]) | (value != value);
-        best[k] = take ? value : best[k];
-        where[k] = take ? splat(pos) : where[k];
-      }
+      const float* src = x + pos * g.C;
+      int64_t c = 0;
+      for (; c + 2 * kWidth <= vector_end; c += 2 * kWidth) take_channels<2 * kWidth>(src + c, y + c, where + c, pos);
+      if (c < vector_end) take_channels<kWidth>(src + c, y + c, where + c, pos);
     }
   }
-  for (int k = 0; k < kGroups; ++k) {
-    store(y + c0 + k * kWidth, best[k]);
-    store_widened(idx + c0 + k * kWidth, where[k]);
-  }
+  for (int64_t c = 0; c < vector_end; c += kWidth) store_widened(idx + c, load(where + c));
+  for (int64_t c = vector_end; c < g.C; ++c) forward_channel_channels_last(x, y, idx, pw, g, c);
 }
 
-// All channels of output position (oh, ow).
+// All channels of output position (oh, ow); `where` is scratch for C int32 positions (float32 only).
 template <typename scalar_t>
-void forward_position_channels_last(const scalar_t* x, scalar_t* y, int64_t* idx, int64_t oh, int64_t ow,
-                                    const PoolGeometry& g) {
+void forward_position_channels_last(const scalar_t* x, scalar_t* y, int64_t* idx, int32_t* where, int64_t oh,
+                                    int64_t ow, const PoolGeometry& g) {
   const PositionWindow pw = position_window(oh, ow, g);
-  int64_t c = 0;
   if constexpr (std::is_same_v<scalar_t, float>) {
-    constexpr int64_t kWidth = cpu::vec8::kWidth;
-    if (positions_fit_int32(g)) {
-      for (; c + 4 * kWidth <= g.C; c += 4 * kWidth) forward_groups_channels_last<4>(x, y, idx, pw, g, c);
-      for (; c + kWidth <= g.C; c += kWidth) forward_groups_channels_last<1>(x, y, idx, pw, g, c);
-    }
+    if (positions_fit_int32(g)) return forward_position_channels_last_float(x, y, idx, where, pw, g);
   }
-  for (; c < g.C; ++c) forward_channel_channels_last(x, y, idx, pw, g, c);
+  for (int64_t c = 0; c < g.C; ++c) forward_channel_channels_last(x, y, idx, pw, g, c);
 }
 
 // The backward of one task: zero its slice of dx, then add each output's gradient at its argmax,
@@ -253,7 +324,9 @@ bool narrow_float_planes(const PoolGeometry& g) {
 struct TransposedSample {
   std::vector<float> x, y;
   std::vector<int64_t> idx;
-  explicit TransposedSample(const PoolGeometry& g) : x(g.H * g.W * g.C), y(g.OH * g.OW * g.C), idx(g.OH * g.OW * g.C) {}
+  std::vector<int32_t> where;
+  explicit TransposedSample(const PoolGeometry& g)
+      : x(g.H * g.W * g.C), y(g.OH * g.OW * g.C), idx(g.OH * g.OW * g.C), where(g.C) {}
 };
 
 template <typename scalar_t>
@@ -264,7 +337,8 @@ void forward_sample_through_channels_last(const scalar_t* x, scalar_t* y, int64_
     for (int64_t c = 0; c < g.C; ++c)
       for (int64_t p = 0; p < in_plane; ++p) t.x[p * g.C + c] = x[c * in_plane + p];
     for (int64_t o = 0; o < out_plane; ++o)
-      forward_position_channels_last(t.x.data(), t.y.data() + o * g.C, t.idx.data() + o * g.C, o / g.OW, o % g.OW, g);
+      forward_position_channels_last(t.x.data(), t.y.data() + o * g.C, t.idx.data() + o * g.C, t.where.data(), o / g.OW,
+                                     o % g.OW, g);
     for (int64_t c = 0; c < g.C; ++c) {
       for (int64_t o = 0; o < out_plane; ++o) {
         y[c * out_plane + o] = t.y[o * g.C + c];
@@ -288,7 +362,6 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_with_argmax_cpu(const at::Tensor& 
         scalar_t* yp = call.values.mutable_data_ptr<scalar_t>();
         int64_t* ip = call.indices.mutable_data_ptr<int64_t>();
         const int64_t in_plane = g.H * g.W, out_plane = g.OH * g.OW;
-        using Scratch = RowScratch<at::opmath_type<scalar_t>>;
         if (!g.channels_last && narrow_float_planes<scalar_t>(g)) {
           at::parallel_for(0, g.N, 1, [&](int64_t begin, int64_t end) {
             TransposedSample scratch(g);
@@ -298,18 +371,22 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_with_argmax_cpu(const at::Tensor& 
           });
         } else if (!g.channels_last) {
           dispatch_stride(g.win.sw, [&](auto sw) {
-            at::parallel_for(0, g.N * g.C, 1, [&](int64_t begin, int64_t end) {
-              Scratch scratch(g.OW);
-              for (int64_t p = begin; p < end; ++p)
-                forward_plane(xp + p * in_plane, yp + p * out_plane, ip + p * out_plane, g, sw, scratch);
-            });
+            const auto pool_planes = [&](auto offset) {
+              at::parallel_for(0, g.N * g.C, 1, [&](int64_t begin, int64_t end) {
+                RowScratch<at::opmath_type<scalar_t>, decltype(offset)> scratch(g.OW);
+                for (int64_t p = begin; p < end; ++p)
+                  forward_plane(xp + p * in_plane, yp + p * out_plane, ip + p * out_plane, g, sw, scratch);
+              });
+            };
+            positions_fit_int32(g) ? pool_planes(int32_t{}) : pool_planes(int64_t{});
           });
         } else {
           at::parallel_for(0, g.N * out_plane, 1, [&](int64_t begin, int64_t end) {
+            std::vector<int32_t> where(g.C);
             for (int64_t i = begin; i < end; ++i) {
               const int64_t n = i / out_plane, o = i % out_plane;
-              forward_position_channels_last(xp + n * in_plane * g.C, yp + i * g.C, ip + i * g.C, o / g.OW, o % g.OW,
-                                             g);
+              forward_position_channels_last(xp + n * in_plane * g.C, yp + i * g.C, ip + i * g.C, where.data(),
+                                             o / g.OW, o % g.OW, g);
             }
           });
         }

@@ -27,6 +27,14 @@ inline Floats load(const float* p) {
 
 inline void store(float* p, Floats v) { std::memcpy(p, &v, sizeof v); }
 
+inline Ints load(const int32_t* p) {
+  Ints v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+inline void store(int32_t* p, Ints v) { std::memcpy(p, &v, sizeof v); }
+
 inline Floats splat(float value) { return Floats{value, value, value, value, value, value, value, value}; }
 inline Ints splat(int32_t value) { return Ints{} + value; }
 
