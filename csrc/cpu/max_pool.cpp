@@ -14,7 +14,6 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <cstring>
 #include <limits>
 #include <tuple>
 #include <type_traits>
@@ -222,24 +221,6 @@ void forward_channel_channels_last(const scalar_t* x, scalar_t* y, int64_t* idx,
   idx[c] = where;
 }
 
-// One tap's compare-and-select for kLanes channels: the maxima in y, their positions in where. 16
-// lanes where the channels allow (one AVX-512 register, two AVX2 ones: half the loop's overhead of 8).
-template <int kLanes>
-inline void take_channels(const float* src, float* y, int32_t* where, int32_t pos) {
-  typedef float Floats __attribute__((vector_size(4 * kLanes)));
-  typedef int32_t Ints __attribute__((vector_size(4 * kLanes)));
-  Floats value, best;
-  Ints at;
-  std::memcpy(&value, src, sizeof value);
-  std::memcpy(&best, y, sizeof best);
-  std::memcpy(&at, where, sizeof at);
-  const Ints take = (value > best) | (value != value);
-  best = take ? value : best;
-  at = take ? Ints{} + pos : at;
-  std::memcpy(y, &best, sizeof best);
-  std::memcpy(where, &at, sizeof at);
-}
-
 // All channels of one output position, float32, tap by tap in row-major order: each tap's channels
 // are one contiguous run of the input, read in one sweep eight lanes at a time and compared with the
 // running maxima, kept in the output row itself, and their positions, kept in an int32 scratch row
@@ -256,9 +237,12 @@ void forward_position_channels_last_float(const float* x, float* y, int64_t* idx
     for (int64_t iw = pw.cols.first; iw < pw.cols.end; iw += pw.cols.step) {
       const int32_t pos = static_cast<int32_t>(ih * g.W + iw);
       const float* src = x + pos * g.C;
-      int64_t c = 0;
-      for (; c + 2 * kWidth <= vector_end; c += 2 * kWidth) take_channels<2 * kWidth>(src + c, y + c, where + c, pos);
-      if (c < vector_end) take_channels<kWidth>(src + c, y + c, where + c, pos);
+      for (int64_t c = 0; c < vector_end; c += kWidth) {
+        const Floats value = load(src + c), best = load(y + c);
+        const Ints take = (value > best) | (value != value);
+        store(y + c, take ? value : best);
+        store(where + c, take ? splat(pos) : load(where + c));
+      }
     }
   }
   for (int64_t c = 0; c < vector_end; c += kWidth) store_widened(idx + c, load(where + c));
@@ -336,9 +320,13 @@ void forward_sample_through_channels_last(const scalar_t* x, scalar_t* y, int64_
     const int64_t in_plane = g.H * g.W, out_plane = g.OH * g.OW;
     for (int64_t c = 0; c < g.C; ++c)
       for (int64_t p = 0; p < in_plane; ++p) t.x[p * g.C + c] = x[c * in_plane + p];
-    for (int64_t o = 0; o < out_plane; ++o)
-      forward_position_channels_last(t.x.data(), t.y.data() + o * g.C, t.idx.data() + o * g.C, t.where.data(), o / g.OW,
-                                     o % g.OW, g);
+    for (int64_t oh = 0; oh < g.OH; ++oh) {
+      for (int64_t ow = 0; ow < g.OW; ++ow) {
+        const int64_t o = oh * g.OW + ow;
+        forward_position_channels_last(t.x.data(), t.y.data() + o * g.C, t.idx.data() + o * g.C, t.where.data(), oh, ow,
+                                       g);
+      }
+    }
     for (int64_t c = 0; c < g.C; ++c) {
       for (int64_t o = 0; o < out_plane; ++o) {
         y[c * out_plane + o] = t.y[o * g.C + c];
@@ -383,10 +371,15 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_with_argmax_cpu(const at::Tensor& 
         } else {
           at::parallel_for(0, g.N * out_plane, 1, [&](int64_t begin, int64_t end) {
             std::vector<int32_t> where(g.C);
-            for (int64_t i = begin; i < end; ++i) {
-              const int64_t n = i / out_plane, o = i % out_plane;
-              forward_position_channels_last(xp + n * in_plane * g.C, yp + i * g.C, ip + i * g.C, where.data(),
-                                             o / g.OW, o % g.OW, g);
+            int64_t n = begin / out_plane, oh = begin % out_plane / g.OW, ow = begin % g.OW;
+            for (int64_t i = begin; i < end; ++i) {  // (n, oh, ow) counted along: no divisions a position
+              forward_position_channels_last(xp + n * in_plane * g.C, yp + i * g.C, ip + i * g.C, where.data(), oh, ow,
+                                             g);
+              if (++ow < g.OW) continue;
+              ow = 0;
+              if (++oh < g.OH) continue;
+              oh = 0;
+              ++n;
             }
           });
         }
